@@ -1,0 +1,409 @@
+//! Real-time frames exchanged on `/v1/ws`, one JSON object per WebSocket text message.
+//!
+//! Every frame carries the protocol version `v` and, when it belongs to a request, the
+//! request `id` the client chose:
+//!
+//! ```json
+//! {"v":1,"id":"7","type":"send","room":"ops","client_msg_id":"c-1","body":{"kind":"text","text":"hi"}}
+//! {"v":1,"id":"7","type":"ack","room":"ops","client_msg_id":"c-1","seq":42,"duplicate":false}
+//! ```
+//!
+//! Server frames that no request caused (`event`) carry no `id`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::message::{Body, Event};
+use crate::room::RoomName;
+
+/// The only protocol version this crate speaks. A frame with another `v` is refused with
+/// [`ErrorCode::UnsupportedVersion`] so that old servers never misread new frames.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The longest request id or client message id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 64;
+
+/// What a client asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Start receiving a room's events. With `since`, every stored event with a larger sequence
+    /// is delivered first, exactly once, then live events follow with no gap at the seam.
+    /// Without it only new events are delivered.
+    Subscribe {
+        room: RoomName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
+    /// Stop receiving a room's events.
+    Unsubscribe { room: RoomName },
+    /// Store a message. The server answers with an `ack` once it is durable. Sending the same
+    /// `client_msg_id` again to the same room stores nothing new and acks the first sequence.
+    Send {
+        room: RoomName,
+        client_msg_id: String,
+        body: Body,
+    },
+    /// Liveness probe; answered with `pong`.
+    Ping,
+}
+
+impl ClientFrame {
+    /// The frame's `type`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Subscribe { .. } => "subscribe",
+            Self::Unsubscribe { .. } => "unsubscribe",
+            Self::Send { .. } => "send",
+            Self::Ping => "ping",
+        }
+    }
+}
+
+const CLIENT_FRAME_TYPES: &[&str] = &["subscribe", "unsubscribe", "send", "ping"];
+
+/// A client frame in its envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(flatten)]
+    pub frame: ClientFrame,
+}
+
+impl ClientRequest {
+    pub fn new(id: impl Into<String>, frame: ClientFrame) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            id: Some(id.into()),
+            frame,
+        }
+    }
+
+    /// Decodes one frame sent by a peer. Each failure names its cause with a code, and
+    /// carries the request id whenever it could be read, so the client can match the error.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError {
+            code: ErrorCode::MalformedJson,
+            message: format!("frame is not valid JSON: {e}"),
+            id: None,
+        })?;
+        let Some(object) = value.as_object() else {
+            return Err(DecodeError::invalid(None, "a frame must be a JSON object"));
+        };
+        let id = match object.get("id") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => {
+                Some(s.clone())
+            }
+            Some(_) => {
+                return Err(DecodeError::invalid(
+                    None,
+                    format!("\"id\" must be a string of 1 to {MAX_ID_LEN} bytes"),
+                ));
+            }
+        };
+        match object.get("v").and_then(serde_json::Value::as_u64) {
+            Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+            Some(v) => {
+                return Err(DecodeError {
+                    code: ErrorCode::UnsupportedVersion,
+                    message: format!(
+                        "protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"
+                    ),
+                    id,
+                });
+            }
+            None => {
+                return Err(DecodeError::invalid(
+                    id,
+                    "missing \"v\": every frame carries the protocol version",
+                ));
+            }
+        }
+        match object.get("type").and_then(serde_json::Value::as_str) {
+            Some(t) if CLIENT_FRAME_TYPES.contains(&t) => {}
+            Some(t) => {
+                return Err(DecodeError {
+                    code: ErrorCode::UnknownFrameType,
+                    message: format!(
+                        "unknown frame type {:?}; known types: {}",
+                        t.chars().take(40).collect::<String>(),
+                        CLIENT_FRAME_TYPES.join(", ")
+                    ),
+                    id,
+                });
+            }
+            None => return Err(DecodeError::invalid(id, "missing \"type\"")),
+        }
+        let request: Self = serde_json::from_value(value)
+            .map_err(|e| DecodeError::invalid(id.clone(), e.to_string()))?;
+        if let ClientFrame::Send { client_msg_id, .. } = &request.frame
+            && (client_msg_id.is_empty() || client_msg_id.len() > MAX_ID_LEN)
+        {
+            return Err(DecodeError::invalid(
+                id,
+                format!("\"client_msg_id\" must be 1 to {MAX_ID_LEN} bytes"),
+            ));
+        }
+        Ok(request)
+    }
+
+    pub fn encode(&self) -> String {
+        // Serializing these plain data types cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Why a client frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The request id, when the frame carried a readable one.
+    pub id: Option<String>,
+}
+
+impl DecodeError {
+    fn invalid(id: Option<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::InvalidFrame,
+            message: message.into(),
+            id,
+        }
+    }
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerFrame {
+    /// The subscription is live. `head` is the room's newest durable sequence at that moment;
+    /// when `since` was given, the missed events up to `head` follow.
+    Subscribed {
+        room: RoomName,
+        head: u64,
+    },
+    Unsubscribed {
+        room: RoomName,
+    },
+    /// A message of a subscribed room.
+    Event(Event),
+    /// The message is durably stored under `seq`. `duplicate` says it had been stored before.
+    Ack {
+        room: RoomName,
+        client_msg_id: String,
+        seq: u64,
+        duplicate: bool,
+    },
+    Pong,
+    /// A request failed, or the connection is about to be closed (`slow_consumer`, `shutting_down`).
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// A server frame in its envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerMessage {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(flatten)]
+    pub frame: ServerFrame,
+}
+
+impl ServerMessage {
+    pub fn new(id: Option<String>, frame: ServerFrame) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            id,
+            frame,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn decode(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::MemberId;
+    use time::macros::datetime;
+
+    fn room() -> RoomName {
+        RoomName::parse("ops").expect("valid")
+    }
+
+    /// Golden JSON: the exact text of every client frame, both ways.
+    #[test]
+    fn client_frames_golden() {
+        let cases = [
+            (
+                r#"{"v":1,"id":"1","type":"subscribe","room":"ops","since":41}"#,
+                ClientFrame::Subscribe {
+                    room: room(),
+                    since: Some(41),
+                },
+            ),
+            (
+                r#"{"v":1,"id":"1","type":"subscribe","room":"ops"}"#,
+                ClientFrame::Subscribe {
+                    room: room(),
+                    since: None,
+                },
+            ),
+            (
+                r#"{"v":1,"id":"1","type":"unsubscribe","room":"ops"}"#,
+                ClientFrame::Unsubscribe { room: room() },
+            ),
+            (
+                r#"{"v":1,"id":"1","type":"send","room":"ops","client_msg_id":"c-1","body":{"kind":"text","text":"hi"}}"#,
+                ClientFrame::Send {
+                    room: room(),
+                    client_msg_id: "c-1".into(),
+                    body: Body::text("hi"),
+                },
+            ),
+            (r#"{"v":1,"id":"1","type":"ping"}"#, ClientFrame::Ping),
+        ];
+        for (json, frame) in cases {
+            let request = ClientRequest::new("1", frame);
+            assert_eq!(request.encode(), json);
+            assert_eq!(ClientRequest::decode(json), Ok(request));
+        }
+    }
+
+    /// Golden JSON: the exact text of every server frame, both ways.
+    #[test]
+    fn server_frames_golden() {
+        let event = Event {
+            room: room(),
+            seq: 42,
+            sender: MemberId::parse("m-1").expect("valid"),
+            sender_name: "Ana".into(),
+            sent_at: datetime!(2026-11-23 09:30:00.125 UTC),
+            client_msg_id: "c-1".into(),
+            body: Body::text("hi"),
+        };
+        let cases = [
+            (
+                r#"{"v":1,"id":"1","type":"subscribed","room":"ops","head":41}"#,
+                Some("1"),
+                ServerFrame::Subscribed {
+                    room: room(),
+                    head: 41,
+                },
+            ),
+            (
+                r#"{"v":1,"id":"1","type":"unsubscribed","room":"ops"}"#,
+                Some("1"),
+                ServerFrame::Unsubscribed { room: room() },
+            ),
+            (
+                r#"{"v":1,"type":"event","room":"ops","seq":42,"sender":"m-1","sender_name":"Ana","sent_at":"2026-11-23T09:30:00.125Z","client_msg_id":"c-1","body":{"kind":"text","text":"hi"}}"#,
+                None,
+                ServerFrame::Event(event),
+            ),
+            (
+                r#"{"v":1,"id":"1","type":"ack","room":"ops","client_msg_id":"c-1","seq":42,"duplicate":false}"#,
+                Some("1"),
+                ServerFrame::Ack {
+                    room: room(),
+                    client_msg_id: "c-1".into(),
+                    seq: 42,
+                    duplicate: false,
+                },
+            ),
+            (
+                r#"{"v":1,"id":"1","type":"pong"}"#,
+                Some("1"),
+                ServerFrame::Pong,
+            ),
+            (
+                r#"{"v":1,"id":"1","type":"error","code":"room_not_found","message":"no room ops"}"#,
+                Some("1"),
+                ServerFrame::Error {
+                    code: ErrorCode::RoomNotFound,
+                    message: "no room ops".into(),
+                },
+            ),
+        ];
+        for (json, id, frame) in cases {
+            let message = ServerMessage::new(id.map(str::to_owned), frame);
+            assert_eq!(message.encode(), json);
+            assert_eq!(ServerMessage::decode(json).expect("decodes"), message);
+        }
+    }
+
+    #[test]
+    fn decode_errors_have_codes_and_keep_the_request_id() {
+        let cases = [
+            ("{not json", ErrorCode::MalformedJson, None),
+            ("[1,2]", ErrorCode::InvalidFrame, None),
+            (r#"{"v":1,"id":"9"}"#, ErrorCode::InvalidFrame, Some("9")),
+            (
+                r#"{"v":2,"id":"9","type":"ping"}"#,
+                ErrorCode::UnsupportedVersion,
+                Some("9"),
+            ),
+            (
+                r#"{"id":"9","type":"ping"}"#,
+                ErrorCode::InvalidFrame,
+                Some("9"),
+            ),
+            (
+                r#"{"v":1,"id":"9","type":"launch"}"#,
+                ErrorCode::UnknownFrameType,
+                Some("9"),
+            ),
+            (
+                r#"{"v":1,"id":"9","type":"send","room":"ops"}"#,
+                ErrorCode::InvalidFrame,
+                Some("9"),
+            ),
+            (
+                r#"{"v":1,"id":"9","type":"subscribe","room":"../etc"}"#,
+                ErrorCode::InvalidFrame,
+                Some("9"),
+            ),
+            (
+                r#"{"v":1,"id":"9","type":"send","room":"ops","client_msg_id":"","body":{"kind":"text","text":"x"}}"#,
+                ErrorCode::InvalidFrame,
+                Some("9"),
+            ),
+            (
+                r#"{"v":1,"id":"9","type":"send","room":"ops","client_msg_id":"c","body":{"kind":"video"}}"#,
+                ErrorCode::InvalidFrame,
+                Some("9"),
+            ),
+            (
+                r#"{"v":1,"id":7,"type":"ping"}"#,
+                ErrorCode::InvalidFrame,
+                None,
+            ),
+        ];
+        for (text, code, id) in cases {
+            let err = ClientRequest::decode(text).expect_err(text);
+            assert_eq!(err.code, code, "{text}: {err}");
+            assert_eq!(err.id.as_deref(), id, "{text}");
+            assert!(!err.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_for_forward_compatibility() {
+        let request = ClientRequest::decode(r#"{"v":1,"type":"ping","future":true}"#).expect("ok");
+        assert_eq!(request.frame, ClientFrame::Ping);
+    }
+}

@@ -1,0 +1,51 @@
+//! Room messages: what a member sends and what every reader of the room receives.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::member::MemberId;
+use crate::room::RoomName;
+
+/// What a message carries. Tagged by `kind` so that indicators and files can join text
+/// as typed bodies without changing the frames around them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Body {
+    Text { text: String },
+}
+
+impl Body {
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::Text { text: text.into() }
+    }
+
+    /// The size the server's body limit is measured against.
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Text { text } => text.len(),
+        }
+    }
+
+    /// Whether the body carries nothing worth storing.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Text { text } => text.trim().is_empty(),
+        }
+    }
+}
+
+/// A stored message as delivered live and in history. `seq` is the room's sequence number:
+/// strictly increasing, without gaps, and assigned only once the message is durably stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub room: RoomName,
+    pub seq: u64,
+    pub sender: MemberId,
+    pub sender_name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    /// The sender's own id for the message, so its other sessions can match their echo.
+    pub client_msg_id: String,
+    pub body: Body,
+}

@@ -1,0 +1,131 @@
+//! Rooms: named workspaces with a strictly increasing message sequence.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::Event;
+
+/// A room's name, which is also its identifier: lower-case letters, digits, `-`, `_` and `.`,
+/// starting with a letter or digit, at most 64 characters. Names are immutable, so a name seen in
+/// an old log line still means the same room.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub fn parse(s: &str) -> Result<Self, RoomNameError> {
+        let bytes = s.as_bytes();
+        let first_ok = bytes
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
+        if !first_ok || !rest_ok || bytes.len() > 64 {
+            return Err(RoomNameError(s.chars().take(80).collect()));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for RoomName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for RoomName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for RoomName {
+    type Err = RoomNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Why a string is not a room name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid room name {0:?}: use 1 to 64 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit"
+)]
+pub struct RoomNameError(String);
+
+/// A room as listed by `GET /v1/rooms` and returned by create and join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    pub name: RoomName,
+    pub topic: String,
+    /// How many members the room has now.
+    pub members: u64,
+    /// Whether the asking member is one of them.
+    pub joined: bool,
+    /// The sequence number of the newest stored message; 0 for an empty room.
+    pub head: u64,
+}
+
+/// `GET /v1/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomList {
+    pub rooms: Vec<RoomSummary>,
+}
+
+/// `POST /v1/rooms`. The creator joins the room at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRoom {
+    pub name: RoomName,
+    #[serde(default)]
+    pub topic: String,
+}
+
+/// Query of `GET /v1/rooms/{room}/messages`.
+///
+/// With neither bound the newest `limit` messages are returned. `before` pages backwards
+/// (messages with a smaller sequence), `after` pages forwards; both may be given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// The answer of `GET /v1/rooms/{room}/messages`: messages in ascending sequence order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub room: RoomName,
+    pub messages: Vec<Event>,
+    /// True when more messages lie beyond the page in the direction asked for
+    /// (older ones when paging with `before` or with no bound, newer ones with `after`).
+    pub more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names() {
+        for ok in ["ops", "cert-eu.2026", "a", "0day", &"a".repeat(64)] {
+            assert!(RoomName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Ops", "-x", ".x", "a b", "a/b", "é", &"a".repeat(65)] {
+            assert!(RoomName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn invalid_room_name_is_a_deserialize_error() {
+        let err = serde_json::from_str::<CreateRoom>(r#"{"name":"../x"}"#).expect_err("refused");
+        assert!(err.to_string().contains("invalid room name"), "{err}");
+    }
+}

@@ -1,0 +1,195 @@
+//! The server's one typed configuration: defaults, then `<data>/escape.toml`, then flags.
+//! Validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the embedded default keeps everything when no `--data` is given.
+pub const DEFAULT_DATA_DIR: &str = "escape-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub limits: Limits,
+}
+
+/// Bounds on what one peer can make the server hold or do. Every one is enforced with a coded
+/// error, never by dropping input silently.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket text frame answered with a `too_large` error frame; the connection stays up.
+    pub max_frame_bytes: usize,
+    /// Largest frame the socket reads at all; a larger one closes the connection (code 1009).
+    pub hard_max_frame_bytes: usize,
+    /// Largest message body.
+    pub max_body_bytes: usize,
+    /// Frames queued for one connection before the server waits on it.
+    pub send_queue_frames: usize,
+    /// How long a full send queue may stay full before the reader is cut off as too slow.
+    pub slow_consumer_ms: u64,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout_ms: u64,
+    /// How long a send waits for its message to become durable before reporting failure.
+    pub durable_timeout_ms: u64,
+    /// Largest page of history.
+    pub history_page_max: u32,
+    /// How long shutdown waits for connections to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            hard_max_frame_bytes: 1024 * 1024,
+            max_body_bytes: 16 * 1024,
+            send_queue_frames: 256,
+            slow_consumer_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            durable_timeout_ms: 10_000,
+            history_page_max: 500,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn slow_consumer(&self) -> Duration {
+        Duration::from_millis(self.slow_consumer_ms)
+    }
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    pub fn durable_timeout(&self) -> Duration {
+        Duration::from_millis(self.durable_timeout_ms)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// Rejects settings that contradict each other or would disable a bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
+        if self.max_frame_bytes == 0 || self.max_frame_bytes > self.hard_max_frame_bytes {
+            return bad(
+                "limits.max_frame_bytes must be above 0 and at most limits.hard_max_frame_bytes",
+            );
+        }
+        if self.max_body_bytes == 0 || self.max_body_bytes >= self.max_frame_bytes {
+            return bad("limits.max_body_bytes must be above 0 and below limits.max_frame_bytes");
+        }
+        if self.send_queue_frames == 0 {
+            return bad("limits.send_queue_frames must be above 0");
+        }
+        if self.history_page_max == 0 {
+            return bad("limits.history_page_max must be above 0");
+        }
+        Ok(())
+    }
+}
+
+/// The optional file `<data>/escape.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid configuration: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+pub const CONFIG_FILE: &str = "escape.toml";
+
+impl Config {
+    /// Builds the configuration for `data_dir`: the file's settings if it exists, and
+    /// `listen` from the caller (a flag) over the file's.
+    pub fn load(data_dir: &Path, listen: Option<SocketAddr>) -> Result<Self, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let file = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let default_listen: SocketAddr = DEFAULT_LISTEN
+            .parse()
+            .map_err(|_| ConfigError::Invalid("default listen address".into()))?;
+        let config = Self {
+            data_dir: data_dir.to_path_buf(),
+            listen: listen.or(file.listen).unwrap_or(default_listen),
+            limits: file.limits,
+        };
+        config.limits.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration for tests and embedding: the given data dir, an ephemeral port on loopback.
+    pub fn ephemeral(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_flags_override_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "listen = \"127.0.0.1:9000\"\n[limits]\nmax_body_bytes = 1000\n",
+        )
+        .expect("write");
+        let config = Config::load(dir.path(), None).expect("load");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.limits.max_body_bytes, 1000);
+        let flag = "127.0.0.1:9001".parse().expect("addr");
+        assert_eq!(
+            Config::load(dir.path(), Some(flag)).expect("load").listen,
+            flag
+        );
+    }
+
+    #[test]
+    fn contradictory_limits_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[limits]\nmax_body_bytes = 99999999\n",
+        )
+        .expect("write");
+        assert!(matches!(
+            Config::load(dir.path(), None),
+            Err(ConfigError::Invalid(_))
+        ));
+        std::fs::write(dir.path().join(CONFIG_FILE), "[limits]\nmax_bodyy = 1\n").expect("write");
+        assert!(matches!(
+            Config::load(dir.path(), None),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

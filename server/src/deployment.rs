@@ -1,0 +1,283 @@
+//! A deployment on disk: the layout of the data dir, `init`, and issuing member profiles.
+//!
+//! ```text
+//! <data>/escape.toml           optional settings (listen address, limits)
+//! <data>/pki/ca.pem  ca.key    the deployment CA (key 0600)
+//! <data>/pki/server.pem .key   the listener's certificate
+//! <data>/store/                the embedded store
+//! <data>/profiles/*.escape-profile   client profiles written by init / add-member (0600)
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use escape_certs::{Ca, Validity};
+use escape_proto::profile::{PROFILE_EXTENSION, PROFILE_FORMAT};
+use escape_proto::{Attributes, Member, MemberId, MemberStatus, ProfileBundle};
+
+use crate::registry::Registry;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeploymentError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} already holds a deployment; refusing to overwrite it")]
+    AlreadyInitialised(PathBuf),
+    #[error("{0} holds no deployment; run `escape-server init --data {0}` first")]
+    NotInitialised(PathBuf),
+    #[error(transparent)]
+    Cert(#[from] escape_certs::CertError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("invalid member: {0}")]
+    Member(String),
+}
+
+/// Options of `escape-server init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The deployment's name, shown in the CA's subject.
+    pub name: String,
+    /// DNS names and IP addresses the server certificate is valid for. The first is the name
+    /// profiles check the server against.
+    pub hosts: Vec<String>,
+    /// The address written into profiles (`host:port`).
+    pub public_address: String,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            name: "Escape".into(),
+            hosts: vec!["localhost".into(), "127.0.0.1".into()],
+            public_address: crate::config::DEFAULT_LISTEN.into(),
+        }
+    }
+}
+
+/// What `init` made.
+#[derive(Debug, Clone)]
+pub struct Initialised {
+    pub admin: Member,
+    pub admin_profile: PathBuf,
+}
+
+/// The paths of one data dir.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.root.join("pki/ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.root.join("pki/ca.key")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.root.join("pki/server.pem")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.root.join("pki/server.key")
+    }
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+    pub fn profiles(&self) -> PathBuf {
+        self.root.join("profiles")
+    }
+    /// Where `init` records the address and server name that profiles carry.
+    fn public(&self) -> PathBuf {
+        self.root.join("pki/public")
+    }
+
+    pub fn is_initialised(&self) -> bool {
+        self.ca_cert().exists()
+    }
+
+    pub fn read(&self, path: &Path) -> Result<String, DeploymentError> {
+        fs::read_to_string(path).map_err(|source| DeploymentError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn ca(&self) -> Result<Ca, DeploymentError> {
+        if !self.is_initialised() {
+            return Err(DeploymentError::NotInitialised(self.root.clone()));
+        }
+        Ok(Ca::from_pem(
+            &self.read(&self.ca_cert())?,
+            &self.read(&self.ca_key())?,
+        )?)
+    }
+
+    /// The `server` and `server_name` fields profiles carry.
+    pub fn public_address(&self) -> Result<(String, String), DeploymentError> {
+        let text = self.read(&self.public())?;
+        let mut lines = text.lines();
+        match (lines.next(), lines.next()) {
+            (Some(address), Some(name)) => Ok((address.to_owned(), name.to_owned())),
+            _ => Err(DeploymentError::Member(format!(
+                "{} is damaged",
+                self.public().display()
+            ))),
+        }
+    }
+}
+
+/// Creates a deployment in `dir`: CA, server certificate, store, and the first admin with its
+/// profile. Refuses to touch a dir that already holds one.
+pub fn init(dir: &Path, options: &InitOptions) -> Result<Initialised, DeploymentError> {
+    let layout = Layout::new(dir);
+    if layout.is_initialised() {
+        return Err(DeploymentError::AlreadyInitialised(dir.to_path_buf()));
+    }
+    if options.hosts.is_empty() {
+        return Err(DeploymentError::Member(
+            "at least one --host is needed".into(),
+        ));
+    }
+    create_private_dir(&dir.join("pki"))?;
+    create_private_dir(&layout.profiles())?;
+    let ca = Ca::generate(
+        &options.name,
+        Validity::days_from_now(escape_certs::CA_DAYS),
+    )?;
+    let server = ca.issue_server(
+        &options.hosts,
+        Validity::days_from_now(escape_certs::SERVER_DAYS),
+    )?;
+    write_private(&layout.server_key(), &server.key_pem)?;
+    write_public(&layout.server_cert(), &server.cert_pem)?;
+    write_public(
+        &layout.public(),
+        &format!("{}\n{}\n", options.public_address, options.hosts[0]),
+    )?;
+    let store = std::sync::Arc::new(crate::store::SledStore::open(&layout.store())?);
+    let registry = Registry::new(store.clone());
+    let admin = Member {
+        id: new_member_id(),
+        name: "admin".into(),
+        status: MemberStatus::Active,
+        admin: true,
+        attributes: Attributes {
+            organisation: options.name.clone(),
+            role: "admin".into(),
+            vetting: "founding".into(),
+            ..Attributes::default()
+        },
+    };
+    // The CA files go last: their presence is what marks the dir as initialised.
+    write_private(&layout.ca_key(), ca.key_pem())?;
+    write_public(&layout.ca_cert(), ca.cert_pem())?;
+    let admin_profile = add_member_with(&layout, &ca, &registry, admin.clone(), "admin")?;
+    store.flush()?;
+    Ok(Initialised {
+        admin,
+        admin_profile,
+    })
+}
+
+/// A fresh member id.
+pub fn new_member_id() -> MemberId {
+    // A UUID's text always parses as a member id.
+    MemberId::parse(&uuid::Uuid::new_v4().to_string()).unwrap_or_else(|_| unreachable!())
+}
+
+/// Registers `member` and writes its profile as `<profiles>/<file_stem>.escape-profile`.
+pub fn add_member_with(
+    layout: &Layout,
+    ca: &Ca,
+    registry: &Registry,
+    member: Member,
+    file_stem: &str,
+) -> Result<PathBuf, DeploymentError> {
+    if file_stem.is_empty()
+        || !file_stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(DeploymentError::Member(format!(
+            "profile name {file_stem:?} must be letters, digits, '-' or '_'"
+        )));
+    }
+    let bundle = issue_profile(layout, ca, &member, file_stem)?;
+    registry.put(&member)?;
+    let path = layout
+        .profiles()
+        .join(format!("{file_stem}.{PROFILE_EXTENSION}"));
+    let json = serde_json::to_string_pretty(&bundle)
+        .map_err(|e| DeploymentError::Member(e.to_string()))?;
+    write_private(&path, &json)?;
+    Ok(path)
+}
+
+/// Issues a certificate for `member` and wraps it in a profile bundle.
+pub fn issue_profile(
+    layout: &Layout,
+    ca: &Ca,
+    member: &Member,
+    name: &str,
+) -> Result<ProfileBundle, DeploymentError> {
+    let issued = ca.issue_member(
+        &member.id,
+        &member.name,
+        Validity::days_from_now(escape_certs::MEMBER_DAYS),
+    )?;
+    let (server, server_name) = layout.public_address()?;
+    Ok(ProfileBundle {
+        format: PROFILE_FORMAT,
+        name: name.to_owned(),
+        member_id: member.id.clone(),
+        server,
+        server_name,
+        ca_pem: ca.cert_pem().to_owned(),
+        cert_pem: issued.cert_pem,
+        key_pem: issued.key_pem,
+    })
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DeploymentError + '_ {
+    move |source| DeploymentError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), DeploymentError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(io_err(path))
+}
+
+/// Writes a secret: created with mode 0600 from the start, never world-readable for an instant.
+pub fn write_private(path: &Path, contents: &str) -> Result<(), DeploymentError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io_err(path))?;
+    file.write_all(contents.as_bytes()).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))
+}
+
+fn write_public(path: &Path, contents: &str) -> Result<(), DeploymentError> {
+    fs::write(path, contents).map_err(io_err(path))
+}

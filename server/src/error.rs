@@ -1,0 +1,102 @@
+//! The server's error type and its one mapping to what a peer sees.
+//!
+//! Every failure a peer can cause or observe becomes an [`ApiError`]: a machine code from the
+//! protocol and a message for people. The HTTP status is derived from the code in exactly one
+//! place ([`status_of`]); WebSocket error frames carry the same code. Internal causes (storage,
+//! I/O) are logged here and reach the peer only as `internal`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use escape_proto::{ErrorBody, ErrorCode};
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// Logs the cause and returns an error that reveals nothing of it.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(
+            ErrorCode::Internal,
+            "the server could not complete the request; it has been logged",
+        )
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code,
+            message: self.message.clone(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::internal(&e)
+    }
+}
+
+/// The HTTP status for each error code: the one place that decides it.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::MalformedJson
+        | ErrorCode::InvalidFrame
+        | ErrorCode::UnknownFrameType
+        | ErrorCode::UnsupportedVersion
+        | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnknownMember
+        | ErrorCode::MemberInactive
+        | ErrorCode::Forbidden
+        | ErrorCode::NotAMember => StatusCode::FORBIDDEN,
+        ErrorCode::RoomNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::RoomExists => StatusCode::CONFLICT,
+        ErrorCode::SlowConsumer | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (status_of(self.code), Json(self.body())).into_response()
+    }
+}
+
+macro_rules! from_rejection {
+    ($($rejection:ty),*) => {$(
+        impl From<$rejection> for ApiError {
+            fn from(r: $rejection) -> Self {
+                let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ErrorCode::TooLarge
+                } else {
+                    ErrorCode::InvalidRequest
+                };
+                Self::new(code, r.body_text())
+            }
+        }
+    )*};
+}
+
+from_rejection!(
+    axum::extract::rejection::JsonRejection,
+    axum::extract::rejection::QueryRejection,
+    axum::extract::rejection::PathRejection
+);

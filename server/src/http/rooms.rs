@@ -1,0 +1,80 @@
+//! Room routes: list, create, join, leave, history.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use escape_proto::RoomName;
+use escape_proto::room::{CreateRoom, HistoryPage, HistoryQuery, RoomList, RoomSummary};
+
+use crate::error::ApiError;
+use crate::gate::{Deployment, action};
+use crate::identity::Principal;
+use crate::state::AppState;
+
+fn room_name(path: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiError> {
+    let Path(raw) = path?;
+    RoomName::parse(&raw).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<RoomList>, ApiError> {
+    let auth = state
+        .gate
+        .authorize::<action::ListRooms>(&principal, Deployment)?;
+    Ok(Json(RoomList {
+        rooms: state.rooms.list(&auth)?,
+    }))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<Json<CreateRoom>, JsonRejection>,
+) -> Result<(StatusCode, Json<RoomSummary>), ApiError> {
+    let Json(request) = body?;
+    let auth = state
+        .gate
+        .authorize::<action::CreateRoom>(&principal, Deployment)?;
+    let summary = state.rooms.create(&auth, request)?;
+    tracing::info!(member = %principal.id(), room = %summary.name, "room created");
+    Ok((StatusCode::CREATED, Json(summary)))
+}
+
+pub async fn join(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<RoomSummary>, ApiError> {
+    let auth = state
+        .gate
+        .authorize::<action::JoinRoom>(&principal, room_name(path)?)?;
+    Ok(Json(state.rooms.join(&auth)?))
+}
+
+pub async fn leave(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<RoomSummary>, ApiError> {
+    let auth = state
+        .gate
+        .authorize::<action::LeaveRoom>(&principal, room_name(path)?)?;
+    Ok(Json(state.rooms.leave(&auth)?))
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let room = room_name(path)?;
+    let Query(query) = query?;
+    let auth = state
+        .gate
+        .authorize::<action::ReadHistory>(&principal, room)?;
+    Ok(Json(state.rooms.history(&auth, &query)?))
+}

@@ -1,0 +1,65 @@
+//! Who is on the other end of a connection, and who that is *now*.
+//!
+//! The TLS layer proves possession of a certificate from the deployment CA and yields a
+//! [`PeerIdentity`]: the member id read from the certificate. A [`Principal`] is that member as
+//! the registry knows it at the moment of the request: current attributes, current status.
+//! Only active members become principals.
+
+use escape_proto::{ErrorCode, Member, MemberId, MemberStatus};
+
+use crate::error::ApiError;
+use crate::registry::Registry;
+
+/// Attached to every request of a TLS connection by the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerIdentity {
+    Member(MemberId),
+    /// The certificate chains to the CA but names no member (no or several member URIs).
+    Unidentified(String),
+}
+
+/// An active member, resolved from the registry for the current request or delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    member: Member,
+}
+
+impl Principal {
+    /// Resolves the member behind a peer identity; refuses unknown and inactive members.
+    pub fn resolve(registry: &Registry, identity: &PeerIdentity) -> Result<Self, ApiError> {
+        match identity {
+            PeerIdentity::Member(id) => Self::resolve_id(registry, id),
+            PeerIdentity::Unidentified(why) => Err(ApiError::new(
+                ErrorCode::UnknownMember,
+                format!("the client certificate identifies no member: {why}"),
+            )),
+        }
+    }
+
+    pub fn resolve_id(registry: &Registry, id: &MemberId) -> Result<Self, ApiError> {
+        let Some(member) = registry.get(id)? else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownMember,
+                "this certificate's member is not registered in this deployment",
+            ));
+        };
+        if member.status != MemberStatus::Active {
+            return Err(ApiError::new(
+                ErrorCode::MemberInactive,
+                format!(
+                    "member {} is {:?}; ask a deployment admin",
+                    member.id, member.status
+                ),
+            ));
+        }
+        Ok(Self { member })
+    }
+
+    pub fn id(&self) -> &MemberId {
+        &self.member.id
+    }
+
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+}

@@ -1,0 +1,27 @@
+//! The Escape server as a library: the `escape-server` binary is a thin shell around it, and the
+//! end-to-end tests start it in-process on an ephemeral port.
+//!
+//! Follow a message from the socket to the store by module:
+//! [`listener`] (TCP + mutual TLS, member id from the certificate) → [`http`] (routes) or
+//! [`ws`] (real-time frames) → [`identity`] (the member's current record) → [`gate`] (the one
+//! authorization decision) → [`rooms`] (sequencing, group commit, history) → [`store`].
+//! Delivery goes back through [`gate`] once per recipient and event (`ws::subscription`).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod deployment;
+pub mod error;
+pub mod gate;
+pub mod http;
+pub mod identity;
+pub mod listener;
+pub mod registry;
+pub mod rooms;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod tls;
+pub mod ws;
+
+pub use config::{Config, Limits};
+pub use server::{RunningServer, StartError, start};

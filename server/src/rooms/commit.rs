@@ -1,0 +1,97 @@
+//! Group commit: many appends, one flush.
+//!
+//! An append is applied to the store at once (so its sequence is taken) but only becomes
+//! *durable* when a flush that started after it returns. The committer collects every append
+//! waiting for durability, flushes once for all of them, then advances each room's durable head.
+//! Readers (live subscriptions, history) never go past the durable head, so no one ever sees a
+//! message that a crash could take back, and acks are sent only once the head has passed them.
+//!
+//! Invariant: appends to one room are applied in sequence order under the room's lock, so when
+//! a flush covers sequence `n` it covers every smaller sequence of that room too; advancing the
+//! head to the largest flushed sequence is therefore safe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::store::Store;
+
+/// The newest durable sequence of one room, watched by subscribers and waiting senders.
+#[derive(Debug)]
+pub struct DurableHead {
+    head: watch::Sender<u64>,
+}
+
+impl DurableHead {
+    pub fn new(initial: u64) -> Self {
+        Self {
+            head: watch::Sender::new(initial),
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    fn advance(&self, seq: u64) {
+        self.head.send_if_modified(|head| {
+            let moved = seq > *head;
+            if moved {
+                *head = seq;
+            }
+            moved
+        });
+    }
+}
+
+/// The handle appenders use to ask for durability.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    tx: mpsc::UnboundedSender<(Arc<DurableHead>, u64)>,
+}
+
+impl Committer {
+    /// Starts the commit task. It ends once every `Committer` clone is dropped; await the
+    /// handle to know the store is no longer used.
+    pub fn spawn(store: Arc<dyn Store>) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(store, rx));
+        (Self { tx }, task)
+    }
+
+    /// Asks for `seq` of the room behind `head` to be made durable.
+    pub fn request(&self, head: Arc<DurableHead>, seq: u64) {
+        // If the task is gone the server is shutting down; the waiting sender times out and
+        // its client retries with the same client message id.
+        let _ = self.tx.send((head, seq));
+    }
+}
+
+/// Most requests one flush covers; bounds the work between two head advances.
+const MAX_GROUP: usize = 4096;
+
+async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<(Arc<DurableHead>, u64)>) {
+    let mut group = Vec::new();
+    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.flush()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => tracing::error!(error = %e, "flush failed; retrying"),
+                Err(e) => tracing::error!(error = %e, "flush task failed; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        for (head, seq) in group.drain(..) {
+            head.advance(seq);
+        }
+    }
+}

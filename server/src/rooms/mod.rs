@@ -1,0 +1,357 @@
+//! Rooms: creation, membership, the ordered message log of each room, and history pages.
+//!
+//! Every operation takes an [`Authorized`] for its own action: the gate has already decided.
+
+mod commit;
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+
+use escape_proto::room::{CreateRoom, HistoryPage, HistoryQuery, RoomSummary};
+use escape_proto::{Body, ErrorCode, Event, MemberId, RoomName};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Limits;
+use crate::error::ApiError;
+use crate::gate::{Authorized, action};
+use crate::store::{Batch, Order, Range, Store, StoreError, Swap, keys, value};
+
+pub use commit::{Committer, DurableHead};
+
+/// A room as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RoomRecord {
+    name: RoomName,
+    topic: String,
+    created_by: MemberId,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+/// A membership as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Membership {
+    #[serde(with = "time::serde::rfc3339")]
+    joined_at: OffsetDateTime,
+}
+
+/// The sequencing state of one room.
+#[derive(Debug)]
+struct RoomLog {
+    /// The last sequence handed out (applied, maybe not yet durable). Appends hold this lock
+    /// while they check for a duplicate, take the next sequence and apply their batch.
+    last: Mutex<u64>,
+    durable: Arc<DurableHead>,
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    /// The client message id had been stored before; nothing new was written.
+    pub duplicate: bool,
+}
+
+#[derive(Debug)]
+pub struct Rooms {
+    store: Arc<dyn Store>,
+    logs: Mutex<HashMap<RoomName, Arc<RoomLog>>>,
+    committer: Committer,
+    limits: Limits,
+}
+
+fn lock_poisoned() -> ApiError {
+    ApiError::internal(&"room lock poisoned")
+}
+
+impl Rooms {
+    pub fn new(store: Arc<dyn Store>, limits: Limits) -> (Self, JoinHandle<()>) {
+        let (committer, task) = Committer::spawn(store.clone());
+        let rooms = Self {
+            store,
+            logs: Mutex::new(HashMap::new()),
+            committer,
+            limits,
+        };
+        (rooms, task)
+    }
+
+    pub fn create(
+        &self,
+        auth: &Authorized<action::CreateRoom>,
+        request: CreateRoom,
+    ) -> Result<RoomSummary, ApiError> {
+        if request.topic.len() > 512 {
+            return Err(ApiError::invalid("a room topic is at most 512 bytes"));
+        }
+        let record = RoomRecord {
+            name: request.name.clone(),
+            topic: request.topic,
+            created_by: auth.principal().id().clone(),
+            created_at: OffsetDateTime::now_utc(),
+        };
+        let key = keys::room(&record.name);
+        if self
+            .store
+            .compare_and_swap(&key, None, Some(&value::encode(&record)?))?
+            == Swap::Conflict
+        {
+            return Err(ApiError::new(
+                ErrorCode::RoomExists,
+                format!(
+                    "a room named {} already exists; join it or pick another name",
+                    record.name
+                ),
+            ));
+        }
+        self.add_member(&record.name, auth.principal().id())?;
+        self.summary(&record.name, auth.principal().id())
+    }
+
+    pub fn join(&self, auth: &Authorized<action::JoinRoom>) -> Result<RoomSummary, ApiError> {
+        let room = auth.resource();
+        self.add_member(room, auth.principal().id())?;
+        self.summary(room, auth.principal().id())
+    }
+
+    pub fn leave(&self, auth: &Authorized<action::LeaveRoom>) -> Result<RoomSummary, ApiError> {
+        let (room, member) = (auth.resource(), auth.principal().id());
+        let mut batch = Batch::default();
+        batch
+            .delete(keys::room_member(room, member))
+            .delete(keys::member_room(member, room));
+        self.store.apply(batch)?;
+        self.summary(room, member)
+    }
+
+    fn add_member(&self, room: &RoomName, member: &MemberId) -> Result<(), ApiError> {
+        if self.store.get(&keys::room_member(room, member))?.is_some() {
+            return Ok(());
+        }
+        let membership = value::encode(&Membership {
+            joined_at: OffsetDateTime::now_utc(),
+        })?;
+        let mut batch = Batch::default();
+        batch
+            .put(keys::room_member(room, member), membership.clone())
+            .put(keys::member_room(member, room), membership);
+        self.store.apply(batch)?;
+        Ok(())
+    }
+
+    /// Every room of the deployment, with whether the asking member has joined it.
+    pub fn list(&self, auth: &Authorized<action::ListRooms>) -> Result<Vec<RoomSummary>, ApiError> {
+        let mut rooms = Vec::new();
+        for (key, bytes) in self.store.scan_prefix(keys::ROOM_PREFIX, usize::MAX)? {
+            let record: RoomRecord = value::decode(&key, &bytes)?;
+            rooms.push(self.summary_of(record, auth.principal().id())?);
+        }
+        Ok(rooms)
+    }
+
+    fn summary(&self, room: &RoomName, member: &MemberId) -> Result<RoomSummary, ApiError> {
+        let key = keys::room(room);
+        let Some(bytes) = self.store.get(&key)? else {
+            return Err(ApiError::new(
+                ErrorCode::RoomNotFound,
+                format!("there is no room {room}"),
+            ));
+        };
+        self.summary_of(value::decode(&key, &bytes)?, member)
+    }
+
+    fn summary_of(&self, record: RoomRecord, member: &MemberId) -> Result<RoomSummary, ApiError> {
+        let members = self
+            .store
+            .scan_prefix(&keys::room_members_prefix(&record.name), usize::MAX)?
+            .len() as u64;
+        let joined = self
+            .store
+            .get(&keys::room_member(&record.name, member))?
+            .is_some();
+        let head = self.log(&record.name)?.durable.get();
+        Ok(RoomSummary {
+            name: record.name,
+            topic: record.topic,
+            members,
+            joined,
+            head,
+        })
+    }
+
+    /// The sequencing state of a room, loaded from the store on first use.
+    fn log(&self, room: &RoomName) -> Result<Arc<RoomLog>, ApiError> {
+        let mut logs = self.logs.lock().map_err(|_| lock_poisoned())?;
+        if let Some(log) = logs.get(room) {
+            return Ok(log.clone());
+        }
+        let last = self
+            .store
+            .scan(
+                &Range::prefix(&keys::messages_prefix(room)),
+                Order::Descending,
+                1,
+            )?
+            .first()
+            .and_then(|(k, _)| keys::seq_of_message_key(k))
+            .unwrap_or(0);
+        let log = Arc::new(RoomLog {
+            last: Mutex::new(last),
+            durable: Arc::new(DurableHead::new(last)),
+        });
+        logs.insert(room.clone(), log.clone());
+        Ok(log)
+    }
+
+    /// Stores a message under the room's next sequence, or finds the sequence a retry of the same
+    /// client message id was stored under. The message is not yet durable: wait with
+    /// [`Rooms::durable`] before acknowledging it.
+    pub fn append(
+        &self,
+        auth: &Authorized<action::Send>,
+        client_msg_id: String,
+        body: Body,
+    ) -> Result<Appended, ApiError> {
+        if body.size() > self.limits.max_body_bytes {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the message body is {} bytes; this server accepts at most {}",
+                    body.size(),
+                    self.limits.max_body_bytes
+                ),
+            ));
+        }
+        if body.is_empty() {
+            return Err(ApiError::invalid("the message body is empty"));
+        }
+        let room = auth.resource();
+        let sender = auth.principal().member();
+        let log = self.log(room)?;
+        let idempotency_key = keys::client_msg(room, &sender.id, &client_msg_id);
+        let mut last = log.last.lock().map_err(|_| lock_poisoned())?;
+        if let Some(bytes) = self.store.get(&idempotency_key)? {
+            let seq: u64 = value::decode(&idempotency_key, &bytes)?;
+            return Ok(Appended {
+                seq,
+                duplicate: true,
+            });
+        }
+        let seq = *last + 1;
+        let event = Event {
+            room: room.clone(),
+            seq,
+            sender: sender.id.clone(),
+            sender_name: sender.name.clone(),
+            sent_at: OffsetDateTime::now_utc(),
+            client_msg_id,
+            body,
+        };
+        let mut batch = Batch::default();
+        batch
+            .put(keys::message(room, seq), value::encode(&event)?)
+            .put(idempotency_key, value::encode(&seq)?);
+        self.store.apply(batch)?;
+        *last = seq;
+        drop(last);
+        self.committer.request(log.durable.clone(), seq);
+        Ok(Appended {
+            seq,
+            duplicate: false,
+        })
+    }
+
+    /// Waits until `seq` of `room` is durable, at most the configured time.
+    pub async fn durable(&self, room: &RoomName, seq: u64) -> Result<(), ApiError> {
+        let mut head = self.log(room)?.durable.watch();
+        match tokio::time::timeout(self.limits.durable_timeout(), head.wait_for(|h| *h >= seq))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ApiError::new(
+                ErrorCode::Internal,
+                "the message could not be made durable in time; retry with the same client_msg_id",
+            )),
+        }
+    }
+
+    /// Watches a room's durable head: subscribers wake when it moves.
+    pub fn watch(
+        &self,
+        auth: &Authorized<action::Subscribe>,
+    ) -> Result<watch::Receiver<u64>, ApiError> {
+        Ok(self.log(auth.resource())?.durable.watch())
+    }
+
+    /// Durable events with `from <= seq <= to`, at most `limit`, for delivery. Each one must
+    /// still pass the gate for its recipient before it is sent.
+    pub fn read_range(
+        &self,
+        room: &RoomName,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let range = Range {
+            start: Bound::Included(keys::message(room, from)),
+            end: Bound::Included(keys::message(room, to)),
+        };
+        self.store
+            .scan(&range, Order::Ascending, limit)?
+            .into_iter()
+            .map(|(k, v)| value::decode(&k, &v))
+            .collect()
+    }
+
+    /// A page of durable history.
+    pub fn history(
+        &self,
+        auth: &Authorized<action::ReadHistory>,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, ApiError> {
+        let room = auth.resource();
+        let max = self.limits.history_page_max;
+        let limit = query.limit.unwrap_or(50).clamp(1, max) as usize;
+        let head = self.log(room)?.durable.get();
+        // Sequences the page may contain: after < seq < before, and never past the durable head.
+        let low = query.after.map_or(1, |a| a.saturating_add(1));
+        let high = query.before.map_or(head, |b| b.saturating_sub(1).min(head));
+        if low > high {
+            return Ok(HistoryPage {
+                room: room.clone(),
+                messages: Vec::new(),
+                more: false,
+            });
+        }
+        let range = Range {
+            start: Bound::Included(keys::message(room, low)),
+            end: Bound::Included(keys::message(room, high)),
+        };
+        // Forwards when only `after` is given, else backwards from the newest; one extra entry tells `more`.
+        let order = if query.after.is_some() && query.before.is_none() {
+            Order::Ascending
+        } else {
+            Order::Descending
+        };
+        let mut messages: Vec<Event> = self
+            .store
+            .scan(&range, order, limit + 1)?
+            .into_iter()
+            .map(|(k, v)| value::decode(&k, &v))
+            .collect::<Result<_, _>>()?;
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        if order == Order::Descending {
+            messages.reverse();
+        }
+        Ok(HistoryPage {
+            room: room.clone(),
+            messages,
+            more,
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! Every key the server writes, in one place. Components are separated by `/`; room names and
+//! member ids cannot contain `/`, so no key of one kind can be mistaken for another's.
+//! Sequence numbers are big-endian so that key order is sequence order.
+
+use escape_proto::{MemberId, RoomName};
+
+pub fn member(id: &MemberId) -> Vec<u8> {
+    join(&[b"member/", id.as_str().as_bytes()])
+}
+
+pub const MEMBER_PREFIX: &[u8] = b"member/";
+
+pub fn room(name: &RoomName) -> Vec<u8> {
+    join(&[b"room/", name.as_str().as_bytes()])
+}
+
+pub const ROOM_PREFIX: &[u8] = b"room/";
+
+/// Membership, listed by room.
+pub fn room_member(room: &RoomName, member: &MemberId) -> Vec<u8> {
+    join(&[
+        room_members_prefix(room).as_slice(),
+        member.as_str().as_bytes(),
+    ])
+}
+
+pub fn room_members_prefix(room: &RoomName) -> Vec<u8> {
+    join(&[b"room-member/", room.as_str().as_bytes(), b"/"])
+}
+
+/// Membership, listed by member (the same fact as [`room_member`], written in the same batch).
+pub fn member_room(member: &MemberId, room: &RoomName) -> Vec<u8> {
+    join(&[
+        member_rooms_prefix(member).as_slice(),
+        room.as_str().as_bytes(),
+    ])
+}
+
+pub fn member_rooms_prefix(member: &MemberId) -> Vec<u8> {
+    join(&[b"member-room/", member.as_str().as_bytes(), b"/"])
+}
+
+pub fn message(room: &RoomName, seq: u64) -> Vec<u8> {
+    join(&[messages_prefix(room).as_slice(), &seq.to_be_bytes()])
+}
+
+pub fn messages_prefix(room: &RoomName) -> Vec<u8> {
+    join(&[b"msg/", room.as_str().as_bytes(), b"/"])
+}
+
+/// The sequence a client message id was stored under, so a retried send stores nothing new.
+pub fn client_msg(room: &RoomName, member: &MemberId, client_msg_id: &str) -> Vec<u8> {
+    join(&[
+        b"client-msg/",
+        room.as_str().as_bytes(),
+        b"/",
+        member.as_str().as_bytes(),
+        b"/",
+        client_msg_id.as_bytes(),
+    ])
+}
+
+/// The sequence number at the end of a message key.
+pub fn seq_of_message_key(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_keys_sort_by_sequence() {
+        let room = RoomName::parse("ops").expect("room");
+        let keys: Vec<_> = [1u64, 2, 255, 256, 70_000]
+            .iter()
+            .map(|s| message(&room, *s))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(seq_of_message_key(&keys[3]), Some(256));
+    }
+
+    #[test]
+    fn prefixes_of_different_rooms_do_not_overlap() {
+        let a = RoomName::parse("ops").expect("room");
+        let b = RoomName::parse("ops2").expect("room");
+        assert!(!message(&b, 1).starts_with(&messages_prefix(&a)));
+    }
+}

@@ -1,0 +1,77 @@
+//! The embedded default [`Store`]: sled under the data dir. The only file that imports sled.
+
+use std::path::Path;
+
+use super::{Batch, Entry, Order, Range, Store, StoreError, Swap, Write};
+
+#[derive(Debug)]
+pub struct SledStore {
+    db: sled::Db,
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. sled keeps its own write-ahead log there, so writes
+    /// that were flushed survive a crash.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(backend)?;
+        Ok(Self { db })
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key).map_err(backend)?.map(|v| v.to_vec()))
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut sled_batch = sled::Batch::default();
+        for write in batch.into_writes() {
+            match write {
+                Write::Put(k, v) => sled_batch.insert(k, v),
+                Write::Delete(k) => sled_batch.remove(k),
+            }
+        }
+        self.db.apply_batch(sled_batch).map_err(backend)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Swap, StoreError> {
+        match self
+            .db
+            .compare_and_swap(key, expected, new)
+            .map_err(backend)?
+        {
+            Ok(()) => Ok(Swap::Done),
+            Err(_) => Ok(Swap::Conflict),
+        }
+    }
+
+    fn scan(&self, range: &Range, order: Order, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let iter = self
+            .db
+            .range::<Vec<u8>, _>((range.start.clone(), range.end.clone()));
+        let pick = |r: sled::Result<(sled::IVec, sled::IVec)>| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)
+        };
+        match order {
+            Order::Ascending => iter.take(limit).map(pick).collect(),
+            Order::Descending => iter.rev().take(limit).map(pick).collect(),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(backend)
+    }
+}

@@ -1,0 +1,49 @@
+//! How values are laid out in the store: one format-version byte, then JSON.
+//!
+//! The version byte lets a later release change a value's layout (sealing it, say) and still
+//! read what an earlier release wrote.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::StoreError;
+
+/// The layout this release writes: JSON after the version byte.
+pub const FORMAT_JSON_V1: u8 = 1;
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![FORMAT_JSON_V1];
+    serde_json::to_writer(&mut out, value).map_err(|e| StoreError::Backend(e.to_string()))?;
+    Ok(out)
+}
+
+pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason,
+    };
+    match bytes.split_first() {
+        Some((&FORMAT_JSON_V1, json)) => {
+            serde_json::from_slice(json).map_err(|e| corrupt(e.to_string()))
+        }
+        Some((v, _)) => Err(corrupt(format!("unknown value format {v}"))),
+        None => Err(corrupt("empty value".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refuse_unknown_formats() {
+        let bytes = encode(&vec![1u32, 2]).expect("encode");
+        assert_eq!(bytes[0], FORMAT_JSON_V1);
+        assert_eq!(
+            decode::<Vec<u32>>(b"k", &bytes).expect("decode"),
+            vec![1, 2]
+        );
+        assert!(decode::<Vec<u32>>(b"k", &[9, b'[', b']']).is_err());
+        assert!(decode::<Vec<u32>>(b"k", &[]).is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! One WebSocket session.
+//!
+//! The reader decodes each frame, asks the gate, acts, and queues the answer. The writer drains
+//! the bounded queue into the socket. When the queue stays full longer than the slow-consumer
+//! limit the session is closed with `slow_consumer` (the client resumes later from its last
+//! sequence) instead of the server buffering without bound.
+//!
+//! On server shutdown the reader stops taking requests, waits for pending acks, and the writer
+//! sends `shutting_down` and a close frame (1001).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use escape_proto::frame::ServerMessage;
+use escape_proto::{ClientFrame, ClientRequest, ErrorCode, MemberId, RoomName, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::subscription;
+use crate::error::ApiError;
+use crate::gate::action;
+use crate::identity::Principal;
+use crate::state::AppState;
+
+/// The sending half every producer of frames for this session holds.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<ServerMessage>,
+    session: Arc<Session>,
+    slow_after: Duration,
+}
+
+/// How the session ends, and the signal to end it.
+#[derive(Debug, Default)]
+struct Session {
+    close: CancellationToken,
+    reason: OnceLock<(ErrorCode, String)>,
+}
+
+impl Outbox {
+    /// Queues a frame. If the queue stays full past the slow-consumer limit the session is
+    /// closed and `false` returned; producers then stop.
+    pub async fn send(&self, frame: ServerMessage) -> bool {
+        tokio::select! {
+            () = self.session.close.cancelled() => false,
+            sent = self.tx.send_timeout(frame, self.slow_after) => match sent {
+                Ok(()) => true,
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    self.close(ErrorCode::SlowConsumer, format!(
+                        "the client did not read for {} ms; reconnect and resume from the last sequence received",
+                        self.slow_after.as_millis()
+                    ));
+                    false
+                }
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+            },
+        }
+    }
+
+    pub async fn error(&self, id: Option<String>, error: &ApiError) -> bool {
+        self.send(ServerMessage::new(
+            id,
+            ServerFrame::Error {
+                code: error.code,
+                message: error.message.clone(),
+            },
+        ))
+        .await
+    }
+
+    /// Ends the session; the first reason given is the one the client is told.
+    pub fn close(&self, code: ErrorCode, message: String) {
+        let _ = self.session.reason.set((code, message));
+        self.session.close.cancel();
+    }
+
+    pub fn closed(&self) -> &CancellationToken {
+        &self.session.close
+    }
+}
+
+pub async fn run(socket: WebSocket, state: AppState, member: MemberId) {
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::channel(state.limits.send_queue_frames);
+    let outbox = Outbox {
+        tx,
+        session: Arc::new(Session::default()),
+        slow_after: state.limits.slow_consumer(),
+    };
+    let writer = tokio::spawn(write_loop(sink, rx, outbox.session.clone()));
+    let mut subscriptions: HashMap<RoomName, CancellationToken> = HashMap::new();
+    let mut acks = JoinSet::new();
+    tracing::debug!(%member, "session open");
+
+    loop {
+        let message = tokio::select! {
+            () = outbox.closed().cancelled() => break,
+            () = state.shutdown.cancelled() => {
+                // Finish what was accepted: pending acks go out before the close frame.
+                while acks.join_next().await.is_some() {}
+                outbox.close(ErrorCode::ShuttingDown, "the server is shutting down; reconnect and resume".into());
+                break;
+            }
+            Some(_) = acks.join_next(), if !acks.is_empty() => continue,
+            message = stream.next() => message,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                outbox
+                    .error(
+                        None,
+                        &ApiError::new(
+                            ErrorCode::InvalidFrame,
+                            "binary frames are not part of the protocol; send JSON text",
+                        ),
+                    )
+                    .await;
+                continue;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Err(e)) => {
+                // Includes frames above the hard limit: the socket is no longer usable.
+                tracing::info!(%member, error = %e, "WebSocket read failed");
+                break;
+            }
+        };
+        if text.len() > state.limits.max_frame_bytes {
+            let error = ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the frame is {} bytes; this server accepts at most {}",
+                    text.len(),
+                    state.limits.max_frame_bytes
+                ),
+            );
+            outbox.error(None, &error).await;
+            continue;
+        }
+        let request = match ClientRequest::decode(text.as_str()) {
+            Ok(request) => request,
+            Err(e) => {
+                outbox.error(e.id, &ApiError::new(e.code, e.message)).await;
+                continue;
+            }
+        };
+        let id = request.id.clone();
+        if let Err(error) = handle(
+            &state,
+            &member,
+            request,
+            &outbox,
+            &mut subscriptions,
+            &mut acks,
+        )
+        .await
+        {
+            outbox.error(id, &error).await;
+        }
+    }
+
+    outbox.closed().cancel();
+    for token in subscriptions.values() {
+        token.cancel();
+    }
+    acks.abort_all();
+    let _ = writer.await;
+    tracing::debug!(%member, "session closed");
+}
+
+async fn handle(
+    state: &AppState,
+    member: &MemberId,
+    request: ClientRequest,
+    outbox: &Outbox,
+    subscriptions: &mut HashMap<RoomName, CancellationToken>,
+    acks: &mut JoinSet<()>,
+) -> Result<(), ApiError> {
+    // Attributes and status are read afresh for every request.
+    let principal = Principal::resolve_id(&state.registry, member)?;
+    let id = request.id;
+    match request.frame {
+        ClientFrame::Subscribe { room, since } => {
+            let auth = state
+                .gate
+                .authorize::<action::Subscribe>(&principal, room.clone())?;
+            let head_rx = state.rooms.watch(&auth)?;
+            let token = outbox.closed().child_token();
+            if let Some(previous) = subscriptions.insert(room, token.clone()) {
+                previous.cancel();
+            }
+            let cursor = subscription::Cursor::new(
+                state.clone(),
+                auth,
+                head_rx,
+                since,
+                outbox.clone(),
+                token,
+            );
+            state.tracker.spawn(cursor.run(id));
+        }
+        ClientFrame::Unsubscribe { room } => {
+            if let Some(token) = subscriptions.remove(&room) {
+                token.cancel();
+            }
+            outbox
+                .send(ServerMessage::new(id, ServerFrame::Unsubscribed { room }))
+                .await;
+        }
+        ClientFrame::Send {
+            room,
+            client_msg_id,
+            body,
+        } => {
+            let auth = state
+                .gate
+                .authorize::<action::Send>(&principal, room.clone())?;
+            // Sequencing happens here, in frame order; waiting for durability does not block
+            // the next frame.
+            let appended = state.rooms.append(&auth, client_msg_id.clone(), body)?;
+            let (state, outbox) = (state.clone(), outbox.clone());
+            acks.spawn(async move {
+                let frame = match state.rooms.durable(&room, appended.seq).await {
+                    Ok(()) => ServerFrame::Ack {
+                        room,
+                        client_msg_id,
+                        seq: appended.seq,
+                        duplicate: appended.duplicate,
+                    },
+                    Err(e) => ServerFrame::Error {
+                        code: e.code,
+                        message: e.message,
+                    },
+                };
+                outbox.send(ServerMessage::new(id, frame)).await;
+            });
+        }
+        ClientFrame::Ping => {
+            outbox.send(ServerMessage::new(id, ServerFrame::Pong)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<ServerMessage>,
+    session: Arc<Session>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            frame = rx.recv() => {
+                let Some(frame) = frame else { break };
+                if sink.send(Message::Text(frame.encode().into())).await.is_err() {
+                    session.close.cancel();
+                    return;
+                }
+            }
+            () = session.close.cancelled() => break,
+        }
+    }
+    // Tell the client why, if the socket still takes writes; never wait long on a stuck peer.
+    let goodbye = async {
+        // Frames already queued (acks of accepted messages) go first.
+        while let Ok(frame) = rx.try_recv() {
+            sink.send(Message::Text(frame.encode().into())).await?;
+        }
+        if let Some((code, message)) = session.reason.get() {
+            let frame = ServerMessage::new(
+                None,
+                ServerFrame::Error {
+                    code: *code,
+                    message: message.clone(),
+                },
+            );
+            sink.send(Message::Text(frame.encode().into())).await?;
+            let close_code = match code {
+                ErrorCode::ShuttingDown => close_code::AWAY,
+                _ => close_code::POLICY,
+            };
+            sink.send(Message::Close(Some(CloseFrame {
+                code: close_code,
+                reason: code.as_str().into(),
+            })))
+            .await?;
+        } else {
+            sink.send(Message::Close(None)).await?;
+        }
+        sink.flush().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
+}

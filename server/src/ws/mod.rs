@@ -1,0 +1,35 @@
+//! The real-time channel at `/v1/ws`.
+//!
+//! - [`connection`]: one task reads frames and answers requests; one writes the bounded send
+//!   queue to the socket.
+//! - [`subscription`]: one cursor per subscribed room, reading durable events from the store and
+//!   asking the gate before delivering each one.
+//!
+//! The upgrade itself requires an active member: anyone else gets 403 and no WebSocket.
+
+mod connection;
+mod subscription;
+
+use axum::extract::{State, WebSocketUpgrade};
+use axum::response::Response;
+
+use crate::error::ApiError;
+use crate::identity::Principal;
+use crate::state::AppState;
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    principal: Principal,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let member = principal.id().clone();
+    let limits = &state.limits;
+    let ws = ws
+        .max_message_size(limits.hard_max_frame_bytes)
+        .max_frame_size(limits.hard_max_frame_bytes)
+        // Bound what tungstenite buffers on its own before our queue applies back-pressure.
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(1024 * 1024);
+    let tracker = state.tracker.clone();
+    Ok(ws.on_upgrade(move |socket| tracker.track_future(connection::run(socket, state, member))))
+}

@@ -1,0 +1,120 @@
+//! A subscription is a cursor over the room's durable log.
+//!
+//! It remembers the next sequence it owes the client, wakes when the room's durable head moves,
+//! reads the missing events from the store in order and hands each to the gate for this
+//! recipient before queueing it. Because the backlog and live events come from the same log
+//! through the same cursor there is no seam: nothing is skipped and nothing is sent twice.
+//! A cursor holds no events of its own, so a slow reader costs a position, not memory.
+
+use escape_proto::ServerFrame;
+use escape_proto::frame::ServerMessage;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::Outbox;
+use crate::error::ApiError;
+use crate::gate::{Authorized, action};
+use crate::identity::Principal;
+use crate::state::AppState;
+
+/// How many events one store read fetches.
+const READ_BATCH: usize = 128;
+
+#[derive(Debug)]
+pub struct Cursor {
+    state: AppState,
+    auth: Authorized<action::Subscribe>,
+    head: watch::Receiver<u64>,
+    since: Option<u64>,
+    outbox: Outbox,
+    stop: CancellationToken,
+}
+
+impl Cursor {
+    pub fn new(
+        state: AppState,
+        auth: Authorized<action::Subscribe>,
+        head: watch::Receiver<u64>,
+        since: Option<u64>,
+        outbox: Outbox,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            state,
+            auth,
+            head,
+            since,
+            outbox,
+            stop,
+        }
+    }
+
+    pub async fn run(mut self, request_id: Option<String>) {
+        let room = self.auth.resource().clone();
+        let member = self.auth.principal().id().clone();
+        let head = *self.head.borrow_and_update();
+        let mut next = self.since.map_or(head, |s| s.min(head)).saturating_add(1);
+        let subscribed = ServerMessage::new(
+            request_id,
+            ServerFrame::Subscribed {
+                room: room.clone(),
+                head,
+            },
+        );
+        if !self.outbox.send(subscribed).await {
+            return;
+        }
+        loop {
+            let head = *self.head.borrow_and_update();
+            while next <= head {
+                let events = match self.state.rooms.read_range(&room, next, head, READ_BATCH) {
+                    Ok(events) if !events.is_empty() => events,
+                    Ok(_) => {
+                        // Cannot happen while sequences are gap-free; skip rather than spin.
+                        tracing::error!(%room, next, head, "durable range empty");
+                        next = head + 1;
+                        break;
+                    }
+                    Err(e) => {
+                        self.outbox.error(None, &ApiError::from(e)).await;
+                        return;
+                    }
+                };
+                for event in events {
+                    if self.stop.is_cancelled() {
+                        return;
+                    }
+                    if let Err(denied) = self.may_deliver(&member) {
+                        // The member left, was suspended or lost access: the stream ends here.
+                        let message = format!("subscription to {room} ended: {}", denied.message);
+                        self.outbox
+                            .error(None, &ApiError::new(denied.code, message))
+                            .await;
+                        return;
+                    }
+                    next = event.seq + 1;
+                    if !self
+                        .outbox
+                        .send(ServerMessage::new(None, ServerFrame::Event(event)))
+                        .await
+                    {
+                        return;
+                    }
+                }
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                changed = self.head.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// The per-recipient, per-event decision, on the member's current record.
+    fn may_deliver(&self, member: &escape_proto::MemberId) -> Result<(), ApiError> {
+        let principal = Principal::resolve_id(&self.state.registry, member)?;
+        self.state
+            .gate
+            .authorize::<action::Deliver>(&principal, self.auth.resource().clone())
+            .map(|_| ())
+    }
+}
