@@ -40,7 +40,7 @@ impl<'de> Deserialize<'de> for RoomName {
 
 impl std::fmt::Display for RoomName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 

@@ -1,1 +1,8 @@
+//! End-to-end tests: every test starts a real server over real mutual TLS on 127.0.0.1 with an
+//! ephemeral port and a temporary data dir (see the harness in `tests/src/lib.rs`).
 
+mod bad_input;
+mod certificates;
+mod durability;
+mod messaging;
+mod resume;

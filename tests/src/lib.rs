@@ -1,1 +1,297 @@
+//! The shared harness of the end-to-end tests: a real deployment in a temporary data dir, a
+//! real server on 127.0.0.1 with an ephemeral port, real members with real certificates, and
+//! raw TLS probes for what a hostile or broken client would send.
 #![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use escape_certs::{Ca, Validity};
+use escape_client::{Channel, Client, Profile};
+use escape_proto::frame::ServerMessage;
+use escape_proto::{Attributes, Member, MemberId, MemberStatus, ProfileBundle, ServerFrame};
+use escape_server::RunningServer;
+use escape_server::config::{Config, Limits};
+use escape_server::deployment::{self, InitOptions, Layout};
+use escape_server::registry::Registry;
+use escape_server::store::{SledStore, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long any single wait in a test may take before the test fails instead of hanging.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `future`, failing the test after [`WAIT`].
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+/// A deployment in a temporary dir and, while started, its server.
+#[derive(Debug)]
+pub struct TestDeployment {
+    dir: tempfile::TempDir,
+    layout: Layout,
+    members: HashMap<String, Profile>,
+    server: Option<RunningServer>,
+    addr: Option<SocketAddr>,
+    pub limits: Limits,
+}
+
+impl TestDeployment {
+    /// A fresh deployment with its admin (profile name `admin`). Not started yet.
+    pub fn new() -> Self {
+        escape_server::tls::install_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = InitOptions {
+            public_address: "127.0.0.1:0".into(),
+            ..InitOptions::default()
+        };
+        let done = deployment::init(dir.path(), &options).expect("init");
+        let bundle: ProfileBundle = serde_json::from_str(
+            &std::fs::read_to_string(&done.admin_profile).expect("read profile"),
+        )
+        .expect("profile json");
+        let mut members = HashMap::new();
+        members.insert(
+            "admin".to_owned(),
+            Profile::from_bundle(bundle).expect("profile"),
+        );
+        Self {
+            layout: Layout::new(dir.path()),
+            dir,
+            members,
+            server: None,
+            addr: None,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn ca(&self) -> Ca {
+        self.layout.ca().expect("ca")
+    }
+
+    /// Registers an active member of `organisation` (the server must be stopped).
+    pub fn add_member(&mut self, name: &str, organisation: &str) -> MemberId {
+        self.add_member_with_status(name, organisation, MemberStatus::Active)
+    }
+
+    pub fn add_member_with_status(
+        &mut self,
+        name: &str,
+        organisation: &str,
+        status: MemberStatus,
+    ) -> MemberId {
+        assert!(self.server.is_none(), "add members before start()");
+        let store = Arc::new(SledStore::open(&self.layout.store()).expect("open store"));
+        let member = Member {
+            id: deployment::new_member_id(),
+            name: name.to_owned(),
+            status,
+            admin: false,
+            attributes: Attributes {
+                organisation: organisation.to_owned(),
+                country: "DE".into(),
+                sector: "government".into(),
+                role: "analyst".into(),
+                clearance: 1,
+                vetting: "vetted".into(),
+            },
+        };
+        let path = deployment::add_member_with(
+            &self.layout,
+            &self.ca(),
+            &Registry::new(store.clone()),
+            member.clone(),
+            name,
+        )
+        .expect("add member");
+        store.flush().expect("flush");
+        let bundle: ProfileBundle =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+        self.members.insert(
+            name.to_owned(),
+            Profile::from_bundle(bundle).expect("profile"),
+        );
+        member.id
+    }
+
+    pub async fn start(&mut self) {
+        assert!(self.server.is_none(), "already started");
+        let mut config = Config::ephemeral(self.dir.path());
+        if let Some(addr) = self.addr {
+            // A restart keeps its port so that profiles and reconnecting clients still reach it.
+            config.listen = addr;
+        }
+        config.limits = self.limits.clone();
+        let server = escape_server::start(config).await.expect("server starts");
+        self.addr = Some(server.local_addr());
+        self.server = Some(server);
+    }
+
+    /// Graceful stop: what the server acknowledged is flushed; the data dir can be reopened.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            within("server shutdown", server.shutdown()).await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("server started")
+    }
+
+    /// The profile of a member, pointing at the running server.
+    pub fn profile(&self, name: &str) -> Profile {
+        let mut profile = self
+            .members
+            .get(name)
+            .unwrap_or_else(|| panic!("no member {name}"))
+            .clone();
+        profile.server = self.addr().to_string();
+        profile
+    }
+
+    /// A profile holding another certificate and key for `name`'s connection details.
+    pub fn profile_with_cert(&self, name: &str, cert_pem: String, key_pem: String) -> Profile {
+        Profile {
+            cert_pem,
+            key_pem,
+            ..self.profile(name)
+        }
+    }
+
+    pub async fn client(&self, name: &str) -> Client {
+        Client::new(self.profile(name)).await.expect("client")
+    }
+
+    pub async fn channel(&self, name: &str) -> Channel {
+        within(
+            "WebSocket connect",
+            Channel::connect(&self.client(name).await),
+        )
+        .await
+        .expect("channel connects")
+    }
+}
+
+impl Default for TestDeployment {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestDeployment {
+    fn drop(&mut self) {
+        if let Some(server) = &self.server {
+            server.shutdown_token().cancel();
+        }
+    }
+}
+
+/// A certificate for `member` from `ca`, valid as given.
+pub fn member_cert(ca: &Ca, member: &MemberId, validity: Validity) -> (String, String) {
+    let issued = ca.issue_member(member, "test", validity).expect("issue");
+    (issued.cert_pem, issued.key_pem)
+}
+
+/// What happened when a raw client tried the listener.
+#[derive(Debug)]
+pub enum Probe {
+    /// The server answered HTTP with this status line.
+    Answered(String),
+    /// The TLS layer refused: handshake or first read failed with this error.
+    Refused(String),
+}
+
+/// Connects with `config`, asks `GET /v1/me` and reports the first answer or the refusal. With
+/// TLS 1.3 a server's refusal of the client certificate arrives after the client's handshake
+/// completed, on the first read: the probe reads, so both cases are caught.
+pub async fn probe(addr: SocketAddr, config: rustls::ClientConfig) -> Probe {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("tcp connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = match within("TLS handshake", connector.connect(name, tcp)).await {
+        Ok(tls) => tls,
+        Err(e) => return Probe::Refused(e.to_string()),
+    };
+    let request = b"GET /v1/me HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if let Err(e) = tls.write_all(request).await {
+        return Probe::Refused(e.to_string());
+    }
+    let mut response = Vec::new();
+    match within("response", tls.read_to_end(&mut response)).await {
+        Ok(_) if !response.is_empty() => {
+            let text = String::from_utf8_lossy(&response);
+            Probe::Answered(text.lines().next().unwrap_or_default().to_owned())
+        }
+        Ok(_) => Probe::Refused("connection closed without an answer".into()),
+        Err(e) => Probe::Refused(e.to_string()),
+    }
+}
+
+/// A client TLS configuration trusting `ca_pem`, presenting `cert` if given.
+pub fn tls_config(
+    ca_pem: &str,
+    cert: Option<(&str, &str)>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(ca.expect("ca pem")).expect("add root");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .expect("versions")
+    .with_root_certificates(roots);
+    let mut config = match cert {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("cert pem"),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key pem"),
+            )
+            .expect("client auth"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+/// Reads frames until one matches, failing after [`WAIT`]. Frames before it are returned too.
+pub async fn next_frame(channel: &mut Channel) -> ServerMessage {
+    within("a frame", channel.next())
+        .await
+        .expect("read frame")
+        .expect("connection open")
+}
+
+/// Collects `n` events of any room, skipping other frames.
+pub async fn events(channel: &mut Channel, n: usize) -> Vec<escape_proto::Event> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        if let ServerFrame::Event(event) = next_frame(channel).await.frame {
+            out.push(event);
+        }
+    }
+    out
+}

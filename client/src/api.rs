@@ -1,0 +1,174 @@
+//! The HTTP API, typed: one method per route.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use escape_proto::room::{CreateRoom, HistoryPage, HistoryQuery, RoomList, RoomSummary};
+use escape_proto::{ErrorBody, ErrorCode, Member, RoomName};
+use serde::de::DeserializeOwned;
+
+use crate::error::ClientError;
+use crate::profile::Profile;
+
+/// A member's connection to its deployment: the HTTP API here, the real-time channel through
+/// [`crate::Channel::connect`].
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub(crate) profile: Profile,
+    pub(crate) addr: SocketAddr,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// Resolves the server address and prepares TLS; no connection is made yet.
+    pub async fn new(profile: Profile) -> Result<Self, ClientError> {
+        let tls = crate::tls::client_config(&profile)?;
+        let addr = tokio::net::lookup_host(&profile.server)
+            .await
+            .map_err(|e| ClientError::Connect {
+                server: profile.server.clone(),
+                message: e.to_string(),
+            })?
+            .next()
+            .ok_or_else(|| ClientError::Connect {
+                server: profile.server.clone(),
+                message: "the name resolves to no address".into(),
+            })?;
+        let host = url_host(&profile.server_name);
+        let base = format!("https://{host}:{}", addr.port());
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls.clone())
+            .resolve(&profile.server_name, addr)
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::BadProfile(e.to_string()))?;
+        Ok(Self {
+            profile,
+            addr,
+            tls: Arc::new(tls),
+            http,
+            base,
+        })
+    }
+
+    /// The server's resolved socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// `https://host:port` as used for requests (the host is the certificate's server name).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn me(&self) -> Result<Member, ClientError> {
+        self.call(self.http.get(self.url("/v1/me"))).await
+    }
+
+    pub async fn rooms(&self) -> Result<Vec<RoomSummary>, ClientError> {
+        let list: RoomList = self.call(self.http.get(self.url("/v1/rooms"))).await?;
+        Ok(list.rooms)
+    }
+
+    pub async fn create_room(
+        &self,
+        name: RoomName,
+        topic: String,
+    ) -> Result<RoomSummary, ClientError> {
+        let body = CreateRoom { name, topic };
+        self.call(self.http.post(self.url("/v1/rooms")).json(&body))
+            .await
+    }
+
+    pub async fn join(&self, room: &RoomName) -> Result<RoomSummary, ClientError> {
+        self.call(self.http.post(self.url(&format!("/v1/rooms/{room}/join"))))
+            .await
+    }
+
+    pub async fn leave(&self, room: &RoomName) -> Result<RoomSummary, ClientError> {
+        self.call(self.http.post(self.url(&format!("/v1/rooms/{room}/leave"))))
+            .await
+    }
+
+    pub async fn history(
+        &self,
+        room: &RoomName,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, ClientError> {
+        let request = self
+            .http
+            .get(self.url(&format!("/v1/rooms/{room}/messages")))
+            .query(query);
+        self.call(request).await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = request.send().await.map_err(|e| self.connect_error(&e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| self.connect_error(&e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Protocol(e.to_string()));
+        }
+        Err(server_error(status.as_u16(), &bytes))
+    }
+
+    fn connect_error(&self, e: &reqwest::Error) -> ClientError {
+        // The useful cause (a TLS alert, a refused connection) is at the bottom of the chain.
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            message = format!("{message}: {cause}");
+            source = cause.source();
+        }
+        ClientError::Connect {
+            server: self.profile.server.clone(),
+            message,
+        }
+    }
+}
+
+/// Reads a coded error body; anything else still yields an error that says what came back.
+pub(crate) fn server_error(status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(error) => ClientError::Server {
+            status,
+            code: error.code,
+            message: error.message,
+        },
+        Err(_) => ClientError::Server {
+            status,
+            code: ErrorCode::Internal,
+            message: format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ),
+        },
+    }
+}
+
+/// IPv6 literals need brackets in URLs.
+fn url_host(name: &str) -> String {
+    if name.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{name}]")
+    } else {
+        name.to_owned()
+    }
+}

@@ -1,0 +1,209 @@
+//! The real-time channel: a WebSocket over mutual TLS, speaking the frames of `escape_proto::frame`.
+
+use escape_proto::frame::ServerMessage;
+use escape_proto::{Body, ClientFrame, ClientRequest, ErrorCode, RoomName, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use crate::api::{Client, server_error};
+use crate::error::ClientError;
+
+/// An open real-time channel.
+#[derive(Debug)]
+pub struct Channel {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// Frames that arrived while waiting for the answer to a request.
+    pending: std::collections::VecDeque<ServerMessage>,
+}
+
+/// What the server said when it stored a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub seq: u64,
+    pub duplicate: bool,
+}
+
+impl Channel {
+    pub async fn connect(client: &Client) -> Result<Self, ClientError> {
+        let tcp = TcpStream::connect(client.addr)
+            .await
+            .map_err(|e| ClientError::Connect {
+                server: client.profile.server.clone(),
+                message: e.to_string(),
+            })?;
+        Self::over(client, tcp).await
+    }
+
+    /// Opens the channel over a TCP connection the caller made (to tune its socket, say).
+    pub async fn over(client: &Client, tcp: TcpStream) -> Result<Self, ClientError> {
+        let server = client.profile.server.clone();
+        let connect_error = |message: String| ClientError::Connect {
+            server: server.clone(),
+            message,
+        };
+        let _ = tcp.set_nodelay(true);
+        let url = format!(
+            "{}/v1/ws",
+            client.base_url().replacen("https://", "wss://", 1)
+        );
+        let connector = Connector::Rustls(client.tls.clone());
+        let config =
+            tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(16 << 20));
+        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
+            url,
+            tcp,
+            Some(config),
+            Some(connector),
+        )
+        .await
+        .map_err(|e| match e {
+            tungstenite::Error::Http(response) => {
+                let status = response.status().as_u16();
+                server_error(status, response.body().as_deref().unwrap_or_default())
+            }
+            other => connect_error(other.to_string()),
+        })?;
+        Ok(Self {
+            ws,
+            next_id: 0,
+            pending: Default::default(),
+        })
+    }
+
+    /// Sends a frame and returns the request id it carries.
+    pub async fn request(&mut self, frame: ClientFrame) -> Result<String, ClientError> {
+        self.next_id += 1;
+        let id = self.next_id.to_string();
+        let text = ClientRequest::new(id.clone(), frame).encode();
+        self.send_text(text).await?;
+        Ok(id)
+    }
+
+    /// Sends raw text as one frame (tests use it to send what a buggy client would).
+    pub async fn send_text(&mut self, text: String) -> Result<(), ClientError> {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|e| ClientError::Closed(Some(e.to_string())))
+    }
+
+    /// The next frame from the server; `None` when the connection closed.
+    pub async fn next(&mut self) -> Result<Option<ServerMessage>, ClientError> {
+        if let Some(frame) = self.pending.pop_front() {
+            return Ok(Some(frame));
+        }
+        self.read().await
+    }
+
+    async fn read(&mut self) -> Result<Option<ServerMessage>, ClientError> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    return ServerMessage::decode(text.as_str())
+                        .map(Some)
+                        .map_err(|e| ClientError::Protocol(format!("undecodable frame: {e}")));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(ClientError::Closed(frame.map(|f| f.reason.to_string())));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(ClientError::Closed(Some(e.to_string()))),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Waits for the answer to request `id`, keeping other frames for [`Channel::next`].
+    /// An error frame for that request becomes an error.
+    pub async fn answer(&mut self, id: &str) -> Result<ServerFrame, ClientError> {
+        let kept = self
+            .pending
+            .iter()
+            .position(|m| m.id.as_deref() == Some(id));
+        let mut early = kept.and_then(|i| self.pending.remove(i));
+        loop {
+            let message = match early.take() {
+                Some(message) => message,
+                None => match self.read().await? {
+                    Some(message) => message,
+                    None => return Err(ClientError::Closed(None)),
+                },
+            };
+            if message.id.as_deref() != Some(id) {
+                if let ServerFrame::Error {
+                    code,
+                    message: text,
+                } = &message.frame
+                    && message.id.is_none()
+                    && matches!(code, ErrorCode::SlowConsumer | ErrorCode::ShuttingDown)
+                {
+                    return Err(ClientError::Closed(Some(format!("{text} ({code})"))));
+                }
+                self.pending.push_back(message);
+                continue;
+            }
+            return match message.frame {
+                ServerFrame::Error { code, message } => Err(ClientError::Server {
+                    status: 0,
+                    code,
+                    message,
+                }),
+                frame => Ok(frame),
+            };
+        }
+    }
+
+    /// Subscribes to a room; returns the room's durable head at that moment.
+    pub async fn subscribe(
+        &mut self,
+        room: &RoomName,
+        since: Option<u64>,
+    ) -> Result<u64, ClientError> {
+        let id = self
+            .request(ClientFrame::Subscribe {
+                room: room.clone(),
+                since,
+            })
+            .await?;
+        match self.answer(&id).await? {
+            ServerFrame::Subscribed { head, .. } => Ok(head),
+            other => Err(ClientError::Protocol(format!(
+                "expected subscribed, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends a message and waits until the server says it is durably stored.
+    pub async fn send(
+        &mut self,
+        room: &RoomName,
+        client_msg_id: &str,
+        body: Body,
+    ) -> Result<Ack, ClientError> {
+        let id = self
+            .request(ClientFrame::Send {
+                room: room.clone(),
+                client_msg_id: client_msg_id.to_owned(),
+                body,
+            })
+            .await?;
+        match self.answer(&id).await? {
+            ServerFrame::Ack { seq, duplicate, .. } => Ok(Ack { seq, duplicate }),
+            other => Err(ClientError::Protocol(format!(
+                "expected ack, got {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A fresh client message id.
+pub fn new_client_msg_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
