@@ -1,0 +1,159 @@
+//! The `escape` binary as a member uses it, against a real server (started in-process on an
+//! ephemeral port): the README's walkthrough, JSON output and exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use escape_server::config::Config;
+use escape_server::deployment::{self, InitOptions};
+
+struct Cli<'a> {
+    config_dir: &'a Path,
+}
+
+impl Cli<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with_stdin(args, None)
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_escape"))
+            .args(args)
+            .env("ESCAPE_CONFIG_DIR", self.config_dir)
+            .env_remove("ESCAPE_PROFILE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn escape");
+        {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("stdin");
+            if let Some(text) = stdin {
+                pipe.write_all(text.as_bytes()).expect("write stdin");
+            }
+        }
+        child.wait_with_output().expect("escape runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "escape {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(self.ok(&all).trim()).expect("JSON output")
+    }
+
+    fn code(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        (
+            out.status.code().expect("exit code"),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_works_from_the_command_line() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let options = InitOptions {
+        public_address: "127.0.0.1:0".into(),
+        ..InitOptions::default()
+    };
+    let done = deployment::init(data.path(), &options).expect("init");
+    let server = escape_server::start(Config::ephemeral(data.path()))
+        .await
+        .expect("start");
+    let addr = server.local_addr().to_string();
+    let cli = Cli {
+        config_dir: config_dir.path(),
+    };
+
+    // Before any import, the client says what to do.
+    let (code, stderr) = cli.code(&["whoami"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("escape profile import"), "{stderr}");
+
+    let profile = done.admin_profile.to_str().expect("path");
+    let out = cli.ok(&["profile", "import", profile, "--server", &addr]);
+    assert!(out.contains("it is the default"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = config_dir.path().join("profiles/admin/key.pem");
+        let mode = std::fs::metadata(key)
+            .expect("key stored")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let me = cli.json(&["whoami"]);
+    assert_eq!(me["name"], "admin");
+    assert_eq!(me["admin"], true);
+
+    assert!(
+        cli.ok(&["room", "create", "ops", "--topic", "incident 42"])
+            .contains("created ops")
+    );
+    let rooms = cli.json(&["rooms"]);
+    assert_eq!(rooms[0]["name"], "ops");
+    assert_eq!(rooms[0]["joined"], true);
+
+    let sent = cli.json(&["send", "ops", "first", "message"]);
+    assert_eq!(sent["seq"], 1);
+    let out = cli.run_with_stdin(&["send", "ops"], Some("from stdin\n"));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("#2"));
+    let retry = cli.json(&["send", "ops", "again", "--client-msg-id", "fixed"]);
+    let retry2 = cli.json(&["send", "ops", "again", "--client-msg-id", "fixed"]);
+    assert_eq!(retry["seq"], retry2["seq"]);
+    assert_eq!(retry2["duplicate"], true);
+
+    let page = cli.json(&["history", "ops"]);
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["body"]["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(texts, ["first message", "from stdin", "again"]);
+    let human = cli.ok(&["history", "ops", "--limit", "1"]);
+    assert!(
+        human.contains("admin: again") && human.contains("--before 3"),
+        "{human}"
+    );
+
+    // tail replays from a sequence and stops after --count.
+    let tailed = cli.ok(&["--json", "tail", "ops", "--since", "1", "--count", "2"]);
+    let seqs: Vec<u64> = tailed
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json line")["seq"]
+                .as_u64()
+                .expect("seq")
+        })
+        .collect();
+    assert_eq!(seqs, [2, 3]);
+
+    // Exit codes say what kind of failure it was.
+    assert_eq!(cli.code(&["history", "nowhere"]).0, 6);
+    assert_eq!(cli.code(&["room", "create", "ops"]).0, 7);
+    let (code, stderr) = cli.code(&["join", "Bad Name"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(cli.code(&["--profile", "nobody", "whoami"]).0, 3);
+
+    server.shutdown().await;
+    let (code, stderr) = cli.code(&["whoami"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("hint:"), "{stderr}");
+}

@@ -1,0 +1,157 @@
+//! The `escape-server` binary as an operator runs it: the embedded default creates a deployment
+//! in ./escape-data on first start, serves mutual TLS, stops cleanly on SIGTERM, and keeps its
+//! data for the next start.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use escape_proto::ProfileBundle;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Starts the binary with no data flag in `cwd`; returns it and the address it printed.
+fn start(cwd: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_escape-server"))
+        .current_dir(cwd)
+        .env("ESCAPE_LISTEN", "127.0.0.1:0")
+        .env_remove("ESCAPE_DATA")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn escape-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("escape-server printed no listening line");
+            }
+        };
+        if let Some(rest) = line.strip_prefix("escape-server listening on ") {
+            let addr = rest.split_whitespace().next().expect("address").to_owned();
+            return (child, addr);
+        }
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("escape-server did not stop on SIGTERM");
+}
+
+/// `GET /v1/me` over mutual TLS with the admin profile; returns the HTTP status line and body.
+async fn whoami(addr: &str, profile: &ProfileBundle) -> (String, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(profile.ca_pem.as_bytes()).expect("ca"))
+        .expect("root");
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(profile.cert_pem.as_bytes()).expect("cert")],
+            PrivateKeyDer::from_pem_slice(profile.key_pem.as_bytes()).expect("key"),
+        )
+        .expect("config");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(profile.server_name.clone()).expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.write_all(b"GET /v1/me HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await.expect("read");
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_embedded_default_creates_serves_stops_and_restarts() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let (mut child, addr) = start(cwd.path());
+    let profile_path = cwd.path().join("escape-data/profiles/admin.escape-profile");
+    let profile: ProfileBundle = serde_json::from_str(
+        &std::fs::read_to_string(&profile_path).expect("admin profile written"),
+    )
+    .expect("profile parses");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&profile_path)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the profile holds a private key: owner-only"
+        );
+        let mode = std::fs::metadata(cwd.path().join("escape-data/pki/ca.key"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the CA key is owner-only");
+    }
+    let (status, body) = whoami(&addr, &profile).await;
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains(profile.member_id.as_str()), "{body}");
+    assert!(terminate(&mut child).success(), "clean exit on SIGTERM");
+
+    // The second start finds the deployment and the same admin still works.
+    let (mut child, addr) = start(cwd.path());
+    let (status, _) = whoami(&addr, &profile).await;
+    assert!(status.contains("200"), "{status}");
+    assert!(terminate(&mut child).success());
+}
+
+#[test]
+fn init_refuses_to_overwrite_a_deployment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_escape-server"))
+            .args(["init", "--data"])
+            .arg(&data)
+            .args(["--host", "escape.example.org"])
+            .output()
+            .expect("run")
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = run();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already holds a deployment"));
+}
