@@ -39,7 +39,7 @@ mod sealed {
 
 /// A type naming one action, so that `Authorized<Send>` cannot be passed where
 /// `Authorized<ReadHistory>` is required.
-pub trait Action: sealed::Sealed {
+pub trait Action: sealed::Sealed + std::fmt::Debug {
     const KIND: ActionKind;
     /// What the action is on: the deployment as a whole, or one room.
     type Resource: Resource;
@@ -184,5 +184,100 @@ impl Gate {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+    use crate::store::{Batch, MemoryStore, value};
+    use escape_proto::{Attributes, Member, MemberId, MemberStatus};
+
+    fn member(registry: &Registry, name: &str, status: MemberStatus) -> MemberId {
+        let id = MemberId::parse(name).expect("id");
+        registry
+            .put(&Member {
+                id: id.clone(),
+                name: name.into(),
+                status,
+                admin: false,
+                attributes: Attributes::default(),
+            })
+            .expect("put");
+        id
+    }
+
+    /// Every room action: allowed for a member of the room, denied for anyone else.
+    #[test]
+    fn every_room_action_needs_membership_and_an_existing_room() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let registry = Registry::new(store.clone());
+        let gate = Gate::new(store.clone());
+        let inside = member(&registry, "inside", MemberStatus::Active);
+        let outside = member(&registry, "outside", MemberStatus::Active);
+        let room = RoomName::parse("ops").expect("room");
+        let mut batch = Batch::default();
+        batch
+            .put(keys::room(&room), value::encode(&"room").expect("encode"))
+            .put(
+                keys::room_member(&room, &inside),
+                value::encode(&"m").expect("encode"),
+            );
+        store.apply(batch).expect("apply");
+        let inside = Principal::resolve_id(&registry, &inside).expect("active");
+        let outside = Principal::resolve_id(&registry, &outside).expect("active");
+        let missing = RoomName::parse("nowhere").expect("room");
+
+        fn check<A: Action<Resource = RoomName>>(
+            gate: &Gate,
+            inside: &Principal,
+            outside: &Principal,
+            room: &RoomName,
+            missing: &RoomName,
+            outsider_allowed: bool,
+        ) {
+            assert!(
+                gate.authorize::<A>(inside, room.clone()).is_ok(),
+                "{:?} member",
+                A::KIND
+            );
+            let as_outsider = gate.authorize::<A>(outside, room.clone());
+            if outsider_allowed {
+                assert!(as_outsider.is_ok(), "{:?} outsider", A::KIND);
+            } else {
+                let code = as_outsider.expect_err("denied").code;
+                assert_eq!(code, ErrorCode::NotAMember, "{:?} outsider", A::KIND);
+            }
+            let code = gate
+                .authorize::<A>(inside, missing.clone())
+                .expect_err("no room")
+                .code;
+            assert_eq!(code, ErrorCode::RoomNotFound, "{:?} missing room", A::KIND);
+        }
+        check::<action::JoinRoom>(&gate, &inside, &outside, &room, &missing, true);
+        check::<action::LeaveRoom>(&gate, &inside, &outside, &room, &missing, false);
+        check::<action::ReadHistory>(&gate, &inside, &outside, &room, &missing, false);
+        check::<action::Subscribe>(&gate, &inside, &outside, &room, &missing, false);
+        check::<action::Send>(&gate, &inside, &outside, &room, &missing, false);
+        check::<action::Deliver>(&gate, &inside, &outside, &room, &missing, false);
+    }
+
+    #[test]
+    fn inactive_members_never_become_principals() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let registry = Registry::new(store);
+        for status in [MemberStatus::Suspended, MemberStatus::Revoked] {
+            let id = member(&registry, &format!("{status:?}").to_lowercase(), status);
+            let err = Principal::resolve_id(&registry, &id).expect_err("inactive");
+            assert_eq!(err.code, ErrorCode::MemberInactive);
+        }
+        let unknown = MemberId::parse("ghost").expect("id");
+        assert_eq!(
+            Principal::resolve_id(&registry, &unknown)
+                .expect_err("unknown")
+                .code,
+            ErrorCode::UnknownMember
+        );
     }
 }

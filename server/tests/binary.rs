@@ -34,6 +34,7 @@ fn start(cwd: &std::path::Path) -> (Child, String) {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("escape-server printed no listening line");
             }
         };
@@ -57,6 +58,7 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("escape-server did not stop on SIGTERM");
 }
 

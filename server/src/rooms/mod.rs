@@ -355,3 +355,100 @@ impl Rooms {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::{Deployment, Gate};
+    use crate::identity::Principal;
+    use crate::registry::Registry;
+    use crate::store::MemoryStore;
+    use escape_proto::{Attributes, Member, MemberStatus};
+
+    fn setup() -> (Gate, Rooms, Principal) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let registry = Registry::new(store.clone());
+        let id = MemberId::parse("m1").expect("id");
+        registry
+            .put(&Member {
+                id: id.clone(),
+                name: "m1".into(),
+                status: MemberStatus::Active,
+                admin: false,
+                attributes: Attributes::default(),
+            })
+            .expect("put");
+        let principal = Principal::resolve_id(&registry, &id).expect("principal");
+        let (rooms, _task) = Rooms::new(store.clone(), Limits::default());
+        (Gate::new(store), rooms, principal)
+    }
+
+    fn room() -> RoomName {
+        RoomName::parse("ops").expect("room")
+    }
+
+    #[tokio::test]
+    async fn sequences_are_dense_and_retries_are_idempotent() {
+        let (gate, rooms, principal) = setup();
+        let create = gate
+            .authorize::<action::CreateRoom>(&principal, Deployment)
+            .expect("create");
+        rooms
+            .create(
+                &create,
+                CreateRoom {
+                    name: room(),
+                    topic: String::new(),
+                },
+            )
+            .expect("created");
+        let send = gate
+            .authorize::<action::Send>(&principal, room())
+            .expect("send");
+        let mut seqs = Vec::new();
+        for i in 0..5 {
+            let appended = rooms
+                .append(&send, format!("c{i}"), Body::text("x"))
+                .expect("append");
+            assert!(!appended.duplicate);
+            seqs.push(appended.seq);
+        }
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        let again = rooms
+            .append(&send, "c2".into(), Body::text("x"))
+            .expect("retry");
+        assert_eq!(
+            again,
+            Appended {
+                seq: 3,
+                duplicate: true
+            }
+        );
+        rooms.durable(&room(), 5).await.expect("durable");
+        let read = gate
+            .authorize::<action::ReadHistory>(&principal, room())
+            .expect("read");
+        let page = rooms
+            .history(&read, &HistoryQuery::default())
+            .expect("history");
+        assert_eq!(
+            page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            seqs
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_room_with_the_same_name_is_refused() {
+        let (gate, rooms, principal) = setup();
+        let create = gate
+            .authorize::<action::CreateRoom>(&principal, Deployment)
+            .expect("create");
+        let request = CreateRoom {
+            name: room(),
+            topic: String::new(),
+        };
+        rooms.create(&create, request.clone()).expect("created");
+        let err = rooms.create(&create, request).expect_err("exists");
+        assert_eq!(err.code, ErrorCode::RoomExists);
+    }
+}
