@@ -52,7 +52,7 @@ impl Channel {
         let connector = Connector::Rustls(client.tls.clone());
         let config =
             tungstenite::protocol::WebSocketConfig::default().max_message_size(Some(16 << 20));
-        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
+        let ws = tokio_tungstenite::client_async_tls_with_config(
             url,
             tcp,
             Some(config),
@@ -62,10 +62,29 @@ impl Channel {
         .map_err(|e| match e {
             tungstenite::Error::Http(response) => {
                 let status = response.status().as_u16();
-                server_error(status, response.body().as_deref().unwrap_or_default())
+                match response.body().as_deref() {
+                    Some(body) if !body.is_empty() => Err(server_error(status, body)),
+                    // The coded body may come in a later TLS record than the headers; ask why below.
+                    _ => Ok(status),
+                }
             }
-            other => connect_error(other.to_string()),
-        })?;
+            other => Err(connect_error(other.to_string())),
+        });
+        let ws = match ws {
+            Ok((ws, _)) => ws,
+            Err(Err(error)) => return Err(error),
+            Err(Ok(status)) => {
+                // The upgrade is refused for the same reasons every route is: `me` names the reason.
+                return Err(match client.me().await {
+                    Err(error) => error,
+                    Ok(_) => ClientError::Server {
+                        status,
+                        code: escape_proto::ErrorCode::Internal,
+                        message: format!("the server refused the WebSocket upgrade with HTTP {status}"),
+                    },
+                });
+            }
+        };
         Ok(Self {
             ws,
             next_id: 0,
