@@ -30,6 +30,10 @@ pub enum CertError {
     SeveralMemberIds,
     #[error("invalid host name {0:?} for the server certificate")]
     BadHost(String),
+    #[error("the certificate signing request is invalid: {0}")]
+    Request(String),
+    #[error("a serial number is not hex")]
+    BadSerial,
 }
 
 /// When a certificate is valid.
@@ -61,6 +65,25 @@ pub const MEMBER_DAYS: i64 = 90;
 pub struct IssuedCert {
     pub cert_pem: String,
     pub key_pem: String,
+    /// The serial number as lower-case hex: what revocation lists name.
+    pub serial: String,
+    pub not_after: OffsetDateTime,
+}
+
+/// A certificate issued for a key the CA never saw (from a signing request).
+#[derive(Debug, Clone)]
+pub struct SignedCert {
+    pub cert_pem: String,
+    pub serial: String,
+    pub not_after: OffsetDateTime,
+}
+
+/// A revoked certificate, as the revocation list names it.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    /// Lower-case hex, as in [`IssuedCert::serial`].
+    pub serial: String,
+    pub revoked_at: OffsetDateTime,
 }
 
 impl std::fmt::Debug for IssuedCert {
@@ -190,11 +213,87 @@ impl Ca {
 
     fn sign(&self, params: CertificateParams) -> Result<IssuedCert, CertError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let serial = serial_hex(&params);
+        let not_after = params.not_after;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            serial,
+            not_after,
         })
+    }
+
+    /// Issues a member certificate for the public key in a PEM signing request. Only the key is
+    /// taken from the request: subject, member URI, usages and lifetime are the CA's profile,
+    /// whatever the request asked for. The request's self-signature is checked, so the applicant
+    /// proves it holds the private key.
+    pub fn sign_member_request(
+        &self,
+        csr_pem: &str,
+        member: &MemberId,
+        display_name: &str,
+        validity: Validity,
+    ) -> Result<SignedCert, CertError> {
+        let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CertError::Request(e.to_string()))?;
+        let mut params = leaf_params(name(display_name, None), validity);
+        params.subject_alt_names = vec![SanType::URI(
+            member
+                .to_uri()
+                .as_str()
+                .try_into()
+                .map_err(|_| CertError::NoMemberId)?,
+        )];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let serial = serial_hex(&params);
+        let not_after = params.not_after;
+        let cert = rcgen::CertificateSigningRequestParams {
+            params,
+            public_key: request.public_key,
+        }
+        .signed_by(&self.issuer)?;
+        Ok(SignedCert {
+            cert_pem: cert.pem(),
+            serial,
+            not_after,
+        })
+    }
+
+    /// A revocation list naming `revoked`, signed by the CA, valid for `days`.
+    pub fn revocation_list(
+        &self,
+        revoked: &[Revoked],
+        number: u64,
+        days: i64,
+    ) -> Result<String, CertError> {
+        let now = OffsetDateTime::now_utc();
+        let mut revoked_certs = Vec::with_capacity(revoked.len());
+        for entry in revoked {
+            revoked_certs.push(rcgen::RevokedCertParams {
+                serial_number: SerialNumber::from_slice(
+                    &hex_decode(&entry.serial).ok_or(CertError::BadSerial)?,
+                ),
+                revocation_time: entry.revoked_at,
+                reason_code: None,
+                invalidity_date: None,
+            });
+        }
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::minutes(1),
+            next_update: now + Duration::days(days),
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
+    /// The SHA-256 of the CA certificate (DER): the pin an invitation carries so that an applicant
+    /// can trust the enrollment listener before it has the CA.
+    pub fn fingerprint(&self) -> Result<[u8; 32], CertError> {
+        fingerprint(&cert_der_from_pem(&self.cert_pem)?)
     }
 }
 
@@ -231,6 +330,69 @@ fn leaf_params(dn: DistinguishedName, validity: Validity) -> CertificateParams {
     params.serial_number = Some(random_serial());
     params.use_authority_key_identifier_extension = true;
     params
+}
+
+fn serial_hex(params: &CertificateParams) -> String {
+    params
+        .serial_number
+        .as_ref()
+        .map(|s| hex_encode(&s.to_bytes()))
+        .unwrap_or_default()
+}
+
+/// Lower-case hex of bytes.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes of lower- or upper-case hex; `None` for anything else.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The SHA-256 of a certificate's DER encoding.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> Result<[u8; 32], CertError> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    digest
+        .as_ref()
+        .try_into()
+        .map_err(|_| CertError::Parse("digest length".into()))
+}
+
+/// The serial number of a certificate, as lower-case hex.
+pub fn serial_of(cert: &CertificateDer<'_>) -> Result<String, CertError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| CertError::Parse(e.to_string()))?;
+    Ok(hex_encode(parsed.raw_serial()))
+}
+
+/// Checks that a PEM signing request parses and its self-signature verifies.
+pub fn check_signing_request(csr_pem: &str) -> Result<(), CertError> {
+    rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map(|_| ())
+        .map_err(|e| CertError::Request(e.to_string()))
+}
+
+/// A new key and a signing request for it, made where the key will live (the applicant's
+/// machine). The request carries no identity the CA would trust; it proves key possession.
+pub fn signing_request(display_name: &str) -> Result<(String, String), CertError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let csr = signing_request_for_key(display_name, &key.serialize_pem())?;
+    Ok((csr, key.serialize_pem()))
+}
+
+/// A signing request for an existing key (renewal keeping the key).
+pub fn signing_request_for_key(display_name: &str, key_pem: &str) -> Result<String, CertError> {
+    let key = KeyPair::from_pem(key_pem)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(display_name, None);
+    Ok(params.serialize_request(&key)?.pem()?)
 }
 
 /// 128 random bits, top bit clear so the DER integer stays positive.
@@ -308,6 +470,58 @@ mod tests {
         again
             .issue_member(&id, "m", Validity::days_from_now(1))
             .expect("issue");
+    }
+
+    #[test]
+    fn a_signing_request_yields_a_member_certificate_for_its_key_only() {
+        let ca = Ca::generate("Test", Validity::days_from_now(1)).expect("ca");
+        let (csr, key) = signing_request("Ana (claims to be admin)").expect("csr");
+        let id = MemberId::parse("ana").expect("id");
+        let signed = ca
+            .sign_member_request(&csr, &id, "Ana", Validity::days_from_now(90))
+            .expect("signed");
+        let der = cert_der_from_pem(&signed.cert_pem).expect("pem");
+        assert_eq!(member_id_of(&der).expect("id"), id);
+        assert_eq!(serial_of(&der).expect("serial"), signed.serial);
+        // The certificate is for the request's key.
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).expect("parse");
+        let key_pair = KeyPair::from_pem(&key).expect("key");
+        assert_eq!(
+            parsed.public_key().subject_public_key.data.as_ref(),
+            key_pair.public_key_raw()
+        );
+        assert!(matches!(
+            ca.sign_member_request("not a csr", &id, "x", Validity::days_from_now(1)),
+            Err(CertError::Request(_))
+        ));
+    }
+
+    #[test]
+    fn revocation_lists_name_serials() {
+        let ca = Ca::generate("Test", Validity::days_from_now(1)).expect("ca");
+        let issued = ca
+            .issue_member(
+                &MemberId::parse("m").expect("id"),
+                "m",
+                Validity::days_from_now(1),
+            )
+            .expect("issue");
+        let crl = ca
+            .revocation_list(
+                &[Revoked {
+                    serial: issued.serial.clone(),
+                    revoked_at: OffsetDateTime::now_utc(),
+                }],
+                1,
+                7,
+            )
+            .expect("crl");
+        assert!(crl.contains("BEGIN X509 CRL"));
+        assert_eq!(
+            hex_decode(&issued.serial).map(|b| hex_encode(&b)),
+            Some(issued.serial)
+        );
+        assert_eq!(hex_decode("zz"), None);
     }
 
     #[test]

@@ -80,7 +80,9 @@ impl Channel {
                     Ok(_) => ClientError::Server {
                         status,
                         code: escape_proto::ErrorCode::Internal,
-                        message: format!("the server refused the WebSocket upgrade with HTTP {status}"),
+                        message: format!(
+                            "the server refused the WebSocket upgrade with HTTP {status}"
+                        ),
                     },
                 });
             }

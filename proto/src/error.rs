@@ -31,6 +31,16 @@ pub enum ErrorCode {
     RoomNotFound,
     /// A room with that name already exists.
     RoomExists,
+    /// No such application, invitation or member.
+    NotFound,
+    /// The invitation is unknown, used or expired.
+    InviteInvalid,
+    /// The request conflicts with the current state (already decided, already vouched, ...).
+    Conflict,
+    /// The action needs more first (vouches, verification).
+    Precondition,
+    /// The member was suspended or revoked while connected; the session ends.
+    AccessRevoked,
     /// The client reads too slowly; it may reconnect and resume from its last sequence.
     SlowConsumer,
     /// The server is shutting down; reconnect later and resume.
@@ -55,6 +65,11 @@ impl ErrorCode {
             Self::NotAMember => "not_a_member",
             Self::RoomNotFound => "room_not_found",
             Self::RoomExists => "room_exists",
+            Self::NotFound => "not_found",
+            Self::InviteInvalid => "invite_invalid",
+            Self::Conflict => "conflict",
+            Self::Precondition => "precondition",
+            Self::AccessRevoked => "access_revoked",
             Self::SlowConsumer => "slow_consumer",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
@@ -94,6 +109,11 @@ mod tests {
             ErrorCode::NotAMember,
             ErrorCode::RoomNotFound,
             ErrorCode::RoomExists,
+            ErrorCode::NotFound,
+            ErrorCode::InviteInvalid,
+            ErrorCode::Conflict,
+            ErrorCode::Precondition,
+            ErrorCode::AccessRevoked,
             ErrorCode::SlowConsumer,
             ErrorCode::ShuttingDown,
             ErrorCode::Internal,

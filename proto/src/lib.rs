@@ -7,6 +7,7 @@
 //! - [`room`]: room names, summaries and the HTTP bodies that create, join and page rooms.
 //! - [`message`]: a stored room message as the server delivers it.
 //! - [`frame`]: the real-time frames on `/v1/ws`, with their versioned envelope and decoder.
+//! - [`vetting`]: invitations, applications, vouches, decisions, lifecycle, directory.
 //! - [`error`]: the machine-readable error codes shared by HTTP answers and error frames.
 //!
 //! Unknown fields in a frame or body are ignored (a newer client may send more than this
@@ -19,12 +20,13 @@ pub mod member;
 pub mod message;
 pub mod profile;
 pub mod room;
+pub mod vetting;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use frame::{
     ClientFrame, ClientRequest, DecodeError, PROTOCOL_VERSION, ServerFrame, ServerMessage,
 };
-pub use member::{Attributes, Member, MemberId, MemberStatus};
+pub use member::{Attributes, Member, MemberId, MemberStatus, Published};
 pub use message::{Body, Event};
 pub use profile::ProfileBundle;
 pub use room::{RoomName, RoomNameError};

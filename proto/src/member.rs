@@ -88,10 +88,66 @@ pub struct Attributes {
 pub struct Member {
     pub id: MemberId,
     pub name: String,
+    #[serde(default)]
+    pub email: String,
     pub status: MemberStatus,
     /// Deployment admins vet and manage members.
     pub admin: bool,
     pub attributes: Attributes,
+    /// Incremented by every change of status or attributes, so decisions and caches can tell
+    /// which record they saw.
+    #[serde(default = "first_version")]
+    pub version: u64,
+    /// What the member shows in the directory.
+    #[serde(default)]
+    pub published: Published,
+    /// The member's age X25519 recipient (`age1...`), registered at enrollment: files are
+    /// encrypted to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_recipient: Option<String>,
+}
+
+fn first_version() -> u64 {
+    1
+}
+
+impl Member {
+    /// An active, non-admin member with empty attributes, version 1.
+    pub fn new(id: MemberId, name: impl Into<String>) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            email: String::new(),
+            status: MemberStatus::Active,
+            admin: false,
+            attributes: Attributes::default(),
+            version: 1,
+            published: Published::default(),
+            age_recipient: None,
+        }
+    }
+}
+
+/// Which attributes a member shows in the directory. Name and organisation are always shown to
+/// those allowed to read the directory: a vetted community knows who is in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Published {
+    pub email: bool,
+    pub country: bool,
+    pub sector: bool,
+    pub role: bool,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Self {
+            email: false,
+            country: true,
+            sector: true,
+            role: true,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,59 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub limits: Limits,
+    pub vetting: Vetting,
+}
+
+/// How the deployment admits members.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Vetting {
+    /// Vouches an application needs before an admin may approve it; at least one of them from
+    /// an organisation other than the applicant's.
+    pub sponsors_required: u32,
+    /// Whether active members (not only admins) may invite.
+    pub members_may_invite: bool,
+    pub invite_default_days: u32,
+    pub invite_max_days: u32,
+    /// Lifetime of member certificates issued at approval and renewal.
+    pub member_cert_days: u32,
+    /// Where the enrollment listener (server-authenticated TLS only) listens.
+    pub enroll_listen: SocketAddr,
+    /// The address given to applicants in invitations, if not `enroll_listen`.
+    pub enroll_public: Option<String>,
+}
+
+pub const DEFAULT_ENROLL_LISTEN: &str = "127.0.0.1:8444";
+
+impl Default for Vetting {
+    fn default() -> Self {
+        Self {
+            sponsors_required: 2,
+            members_may_invite: false,
+            invite_default_days: 7,
+            invite_max_days: 30,
+            member_cert_days: 90,
+            enroll_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
+            enroll_public: None,
+        }
+    }
+}
+
+impl Vetting {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.invite_default_days == 0 || self.invite_default_days > self.invite_max_days {
+            return Err(ConfigError::Invalid(
+                "vetting.invite_default_days must be above 0 and at most vetting.invite_max_days"
+                    .into(),
+            ));
+        }
+        if self.member_cert_days == 0 || self.member_cert_days > 825 {
+            return Err(ConfigError::Invalid(
+                "vetting.member_cert_days must be 1 to 825".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Bounds on what one peer can make the server hold or do. Every one is enforced with a coded
@@ -100,6 +153,7 @@ impl Limits {
 struct FileConfig {
     listen: Option<SocketAddr>,
     limits: Limits,
+    vetting: Vetting,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,8 +191,10 @@ impl Config {
             data_dir: data_dir.to_path_buf(),
             listen: listen.or(file.listen).unwrap_or(default_listen),
             limits: file.limits,
+            vetting: file.vetting,
         };
         config.limits.validate()?;
+        config.vetting.validate()?;
         Ok(config)
     }
 
@@ -148,6 +204,10 @@ impl Config {
             data_dir: data_dir.to_path_buf(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             limits: Limits::default(),
+            vetting: Vetting {
+                enroll_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..Vetting::default()
+            },
         }
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use escape_certs::{Ca, Validity};
 use escape_proto::profile::{PROFILE_EXTENSION, PROFILE_FORMAT};
-use escape_proto::{Attributes, Member, MemberId, MemberStatus, ProfileBundle};
+use escape_proto::{Attributes, Member, MemberId, ProfileBundle};
 
 use crate::registry::Registry;
 use crate::store::Store;
@@ -94,6 +94,9 @@ impl Layout {
     pub fn server_key(&self) -> PathBuf {
         self.root.join("pki/server.key")
     }
+    pub fn crl(&self) -> PathBuf {
+        self.root.join("pki/crl.pem")
+    }
     pub fn store(&self) -> PathBuf {
         self.root.join("store")
     }
@@ -170,17 +173,13 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<Initialised, Deployment
     )?;
     let store = std::sync::Arc::new(crate::store::SledStore::open(&layout.store())?);
     let registry = Registry::new(store.clone());
-    let admin = Member {
-        id: new_member_id(),
-        name: "admin".into(),
-        status: MemberStatus::Active,
-        admin: true,
-        attributes: Attributes {
-            organisation: options.name.clone(),
-            role: "admin".into(),
-            vetting: "founding".into(),
-            ..Attributes::default()
-        },
+    let mut admin = Member::new(new_member_id(), "admin");
+    admin.admin = true;
+    admin.attributes = Attributes {
+        organisation: options.name.clone(),
+        role: "admin".into(),
+        vetting: "founding".into(),
+        ..Attributes::default()
     };
     // The CA files go last: their presence is what marks the dir as initialised.
     write_private(&layout.ca_key(), ca.key_pem())?;
@@ -216,31 +215,39 @@ pub fn add_member_with(
             "profile name {file_stem:?} must be letters, digits, '-' or '_'"
         )));
     }
-    let bundle = issue_profile(layout, ca, &member, file_stem)?;
-    registry.put(&member)?;
     let path = layout
         .profiles()
         .join(format!("{file_stem}.{PROFILE_EXTENSION}"));
+    if path.exists() {
+        return Err(DeploymentError::Member(format!(
+            "{} exists; choose another name (it holds someone's key)",
+            path.display()
+        )));
+    }
+    let (bundle, serial, not_after) = issue_profile(layout, ca, &member, file_stem)?;
+    registry.put(&member)?;
+    crate::pki::record_issued(registry.store(), &member.id, &serial, not_after)?;
     let json = serde_json::to_string_pretty(&bundle)
         .map_err(|e| DeploymentError::Member(e.to_string()))?;
     write_private(&path, &json)?;
     Ok(path)
 }
 
-/// Issues a certificate for `member` and wraps it in a profile bundle.
+/// Issues a certificate for `member` and wraps it in a profile bundle; also returns the
+/// certificate's serial and expiry for the record of issued certificates.
 pub fn issue_profile(
     layout: &Layout,
     ca: &Ca,
     member: &Member,
     name: &str,
-) -> Result<ProfileBundle, DeploymentError> {
+) -> Result<(ProfileBundle, String, time::OffsetDateTime), DeploymentError> {
     let issued = ca.issue_member(
         &member.id,
         &member.name,
         Validity::days_from_now(escape_certs::MEMBER_DAYS),
     )?;
     let (server, server_name) = layout.public_address()?;
-    Ok(ProfileBundle {
+    let bundle = ProfileBundle {
         format: PROFILE_FORMAT,
         name: name.to_owned(),
         member_id: member.id.clone(),
@@ -249,7 +256,8 @@ pub fn issue_profile(
         ca_pem: ca.cert_pem().to_owned(),
         cert_pem: issued.cert_pem,
         key_pem: issued.key_pem,
-    })
+    };
+    Ok((bundle, issued.serial, issued.not_after))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DeploymentError + '_ {
@@ -274,10 +282,17 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), DeploymentError>
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).map_err(io_err(path))?;
+    // An existing file keeps its old mode on open: set it again.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io_err(path))?;
+    }
     file.write_all(contents.as_bytes()).map_err(io_err(path))?;
     file.sync_all().map_err(io_err(path))
 }
 
-fn write_public(path: &Path, contents: &str) -> Result<(), DeploymentError> {
+pub fn write_public(path: &Path, contents: &str) -> Result<(), DeploymentError> {
     fs::write(path, contents).map_err(io_err(path))
 }

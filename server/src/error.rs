@@ -67,8 +67,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::MemberInactive
         | ErrorCode::Forbidden
         | ErrorCode::NotAMember => StatusCode::FORBIDDEN,
-        ErrorCode::RoomNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::RoomExists => StatusCode::CONFLICT,
+        ErrorCode::RoomNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::RoomExists | ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::InviteInvalid | ErrorCode::AccessRevoked => StatusCode::FORBIDDEN,
+        ErrorCode::Precondition => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::SlowConsumer | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

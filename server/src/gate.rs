@@ -31,6 +31,16 @@ pub enum ActionKind {
     Send,
     /// Handing one stored event to one subscriber. Checked per recipient, per event.
     Deliver,
+    CreateInvite,
+    /// Vouching for an applicant.
+    Vouch,
+    /// Reading and deciding applications (admins).
+    ManageApplications,
+    /// Suspending, reinstating, revoking members and changing their attributes (admins).
+    ManageMembers,
+    ReadDirectory,
+    /// Renewing one's own certificate, choosing what one publishes.
+    ManageSelf,
 }
 
 mod sealed {
@@ -66,6 +76,22 @@ impl Resource for RoomName {
     }
 }
 
+impl Resource for escape_proto::MemberId {
+    fn room(&self) -> Option<&RoomName> {
+        None
+    }
+}
+
+/// An application, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationRef(pub String);
+
+impl Resource for ApplicationRef {
+    fn room(&self) -> Option<&RoomName> {
+        None
+    }
+}
+
 macro_rules! actions {
     ($($name:ident => $resource:ty),* $(,)?) => {
         /// One marker type per action.
@@ -93,6 +119,12 @@ actions! {
     Subscribe => escape_proto::RoomName,
     Send => escape_proto::RoomName,
     Deliver => escape_proto::RoomName,
+    CreateInvite => super::Deployment,
+    Vouch => super::ApplicationRef,
+    ManageApplications => super::Deployment,
+    ManageMembers => escape_proto::MemberId,
+    ReadDirectory => super::Deployment,
+    ManageSelf => super::Deployment,
 }
 
 /// Proof that the gate allowed `principal` to perform `A` on `resource`. Only the gate makes one.
@@ -116,11 +148,21 @@ impl<A: Action> Authorized<A> {
 #[derive(Debug, Clone)]
 pub struct Gate {
     store: Arc<dyn Store>,
+    members_may_invite: bool,
 }
 
 impl Gate {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            members_may_invite: false,
+        }
+    }
+
+    /// Whether members who are not admins may create invitations (a deployment setting).
+    pub fn with_members_may_invite(mut self, allowed: bool) -> Self {
+        self.members_may_invite = allowed;
+        self
     }
 
     /// Decides. Deny by default: each action kind below lists what it needs.
@@ -130,7 +172,28 @@ impl Gate {
         resource: A::Resource,
     ) -> Result<Authorized<A>, ApiError> {
         match A::KIND {
-            ActionKind::ReadSelf | ActionKind::ListRooms | ActionKind::CreateRoom => {}
+            ActionKind::ReadSelf
+            | ActionKind::ListRooms
+            | ActionKind::CreateRoom
+            | ActionKind::Vouch
+            | ActionKind::ReadDirectory
+            | ActionKind::ManageSelf => {}
+            ActionKind::CreateInvite => {
+                if !(principal.member().admin || self.members_may_invite) {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        "only deployment admins may invite on this deployment",
+                    ));
+                }
+            }
+            ActionKind::ManageApplications | ActionKind::ManageMembers => {
+                if !principal.member().admin {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        "this needs a deployment admin",
+                    ));
+                }
+            }
             ActionKind::JoinRoom => {
                 self.room_exists(&resource)?;
             }
@@ -192,17 +255,14 @@ mod tests {
     use super::*;
     use crate::registry::Registry;
     use crate::store::{Batch, MemoryStore, value};
-    use escape_proto::{Attributes, Member, MemberId, MemberStatus};
+    use escape_proto::{Member, MemberId, MemberStatus};
 
     fn member(registry: &Registry, name: &str, status: MemberStatus) -> MemberId {
         let id = MemberId::parse(name).expect("id");
         registry
             .put(&Member {
-                id: id.clone(),
-                name: name.into(),
                 status,
-                admin: false,
-                attributes: Attributes::default(),
+                ..Member::new(id.clone(), name)
             })
             .expect("put");
         id

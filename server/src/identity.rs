@@ -16,6 +16,8 @@ pub enum PeerIdentity {
     Member(MemberId),
     /// The certificate chains to the CA but names no member (no or several member URIs).
     Unidentified(String),
+    /// No certificate: only the enrollment listener admits such peers.
+    Anonymous,
 }
 
 /// An active member, resolved from the registry for the current request or delivery.
@@ -32,6 +34,10 @@ impl Principal {
             PeerIdentity::Unidentified(why) => Err(ApiError::new(
                 ErrorCode::UnknownMember,
                 format!("the client certificate identifies no member: {why}"),
+            )),
+            PeerIdentity::Anonymous => Err(ApiError::new(
+                ErrorCode::UnknownMember,
+                "this needs a member certificate",
             )),
         }
     }

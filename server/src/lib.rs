@@ -15,12 +15,15 @@ pub mod gate;
 pub mod http;
 pub mod identity;
 pub mod listener;
+pub mod pki;
 pub mod registry;
 pub mod rooms;
 pub mod server;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod vetting;
 pub mod ws;
 
 pub use config::{Config, Limits};

@@ -16,17 +16,24 @@ use tower::ServiceExt;
 
 use crate::config::Limits;
 use crate::identity::PeerIdentity;
+use crate::sessions::Sessions;
+
+/// The TLS configuration for the next handshake. The main listener's changes when the
+/// revocation list does; each accepted connection asks for the current one.
+pub type TlsSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
 
 /// Accepts connections until `shutdown` fires; every connection runs as a task of `tracker`.
+/// With `sessions`, each connection of a member is registered so that suspending or revoking
+/// the member closes it.
 pub async fn accept_loop(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: TlsSource,
     app: Router,
     limits: Limits,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    sessions: Option<Arc<Sessions>>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     loop {
         let (tcp, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -40,14 +47,15 @@ pub async fn accept_loop(
                 }
             },
         };
-        let (acceptor, app, limits, shutdown) = (
-            acceptor.clone(),
+        let acceptor = TlsAcceptor::from(tls());
+        let (app, limits, shutdown, sessions) = (
             app.clone(),
             limits.clone(),
             shutdown.clone(),
+            sessions.clone(),
         );
         tracker.spawn(async move {
-            serve_connection(tcp, peer, acceptor, app, limits, shutdown).await;
+            serve_connection(tcp, peer, acceptor, app, limits, shutdown, sessions).await;
         });
     }
 }
@@ -59,6 +67,7 @@ async fn serve_connection(
     app: Router,
     limits: Limits,
     shutdown: CancellationToken,
+    sessions: Option<Arc<Sessions>>,
 ) {
     let _ = tcp.set_nodelay(true);
     let tls = match tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp)).await {
@@ -77,8 +86,16 @@ async fn serve_connection(
             Ok(id) => PeerIdentity::Member(id),
             Err(e) => PeerIdentity::Unidentified(e.to_string()),
         },
-        // The verifier requires a certificate, so this cannot happen; refuse rather than trust.
-        None => PeerIdentity::Unidentified("no client certificate".into()),
+        // Only the enrollment listener lets a peer in without a certificate.
+        None => PeerIdentity::Anonymous,
+    };
+    let cut = CancellationToken::new();
+    let _registration = match (&sessions, &identity) {
+        (Some(sessions), PeerIdentity::Member(id)) => {
+            let cut = cut.clone();
+            Some(sessions.register(id, Box::new(move |_, _| cut.cancel())))
+        }
+        _ => None,
     };
     tracing::debug!(%peer, ?identity, "connection accepted");
     let service =
@@ -94,6 +111,8 @@ async fn serve_connection(
             }
         });
     let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.handshake_timeout())
         .max_buf_size(64 * 1024)
         .serve_connection(TokioIo::new(tls), service)
         .with_upgrades();
@@ -107,6 +126,9 @@ async fn serve_connection(
         () = shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
+        }
+        () = cut.cancelled() => {
+            tracing::info!(%peer, "connection closed: the member's access was withdrawn");
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use escape_proto::{Attributes, Member, MemberStatus};
+use escape_proto::{Attributes, Member};
 use escape_server::config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 use escape_server::deployment::{self, InitOptions, Layout};
 use escape_server::registry::Registry;
@@ -106,19 +106,15 @@ fn main() -> anyhow::Result<()> {
                 SledStore::open(&layout.store())
                     .context("cannot open the store; stop the server first")?,
             );
-            let member = Member {
-                id: deployment::new_member_id(),
-                name: name.clone(),
-                status: MemberStatus::Active,
-                admin,
-                attributes: Attributes {
-                    organisation,
-                    country: country.to_uppercase(),
-                    sector,
-                    role,
-                    clearance,
-                    vetting: "vetted".into(),
-                },
+            let mut member = Member::new(deployment::new_member_id(), name.clone());
+            member.admin = admin;
+            member.attributes = Attributes {
+                organisation,
+                country: country.to_uppercase(),
+                sector,
+                role,
+                clearance,
+                vetting: "vetted".into(),
             };
             let path = deployment::add_member_with(
                 &layout,
@@ -137,10 +133,20 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init(data: &Path, hosts: &[String], name: &str, listen: SocketAddr) -> anyhow::Result<()> {
+    // A wildcard listen address is no address to connect to: profiles name the first host.
+    let public_address = if listen.ip().is_unspecified() {
+        let host = hosts.first().map(String::as_str).unwrap_or("localhost");
+        match host.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => format!("[{host}]:{}", listen.port()),
+            Err(_) => format!("{host}:{}", listen.port()),
+        }
+    } else {
+        listen.to_string()
+    };
     let options = InitOptions {
         name: name.to_owned(),
         hosts: hosts.to_vec(),
-        public_address: listen.to_string(),
+        public_address,
     };
     let done = deployment::init(data, &options)?;
     if listen.to_string() != DEFAULT_LISTEN {

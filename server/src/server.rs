@@ -12,10 +12,16 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::deployment::{DeploymentError, Layout};
 use crate::gate::Gate;
+use crate::listener::TlsSource;
+use crate::pki::Pki;
 use crate::registry::Registry;
 use crate::rooms::Rooms;
+use crate::sessions::Sessions;
 use crate::state::AppState;
 use crate::store::{SledStore, Store};
+use crate::vetting::applications::Applications;
+use crate::vetting::invites::Invites;
+use crate::vetting::members::Members;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -25,6 +31,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -36,6 +44,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct RunningServer {
     local_addr: SocketAddr,
+    enroll_addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -44,6 +53,11 @@ impl RunningServer {
     /// Where it listens (the real port when the configuration asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the enrollment listener (no client certificate) listens.
+    pub fn enroll_addr(&self) -> SocketAddr {
+        self.enroll_addr
     }
 
     /// A token that stops the server when cancelled (for signal handlers).
@@ -66,6 +80,15 @@ impl RunningServer {
     }
 }
 
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listen_error = |source| StartError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?;
+    Ok((listener, local))
+}
+
 /// Opens the deployment in `config.data_dir` and starts serving on `config.listen`.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     crate::tls::install_provider();
@@ -73,44 +96,79 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     if !layout.is_initialised() {
         return Err(DeploymentError::NotInitialised(config.data_dir.clone()).into());
     }
-    let tls = crate::tls::server_config(
-        &layout.read(&layout.ca_cert())?,
-        &layout.read(&layout.server_cert())?,
-        &layout.read(&layout.server_key())?,
-    )?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&layout.store())?);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: config.listen,
-        source,
-    })?;
+    let pki = Arc::new(Pki::load(&layout, store.clone())?);
+    let (listener, local_addr) = bind(config.listen).await?;
+    let (enroll_listener, enroll_addr) = bind(config.vetting.enroll_listen).await?;
+    let enroll_address = config
+        .vetting
+        .enroll_public
+        .clone()
+        .unwrap_or_else(|| enroll_addr.to_string());
     let (rooms, committer) = Rooms::new(store.clone(), config.limits.clone());
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let registry = Registry::new(store.clone());
+    let sessions = Arc::new(Sessions::default());
+    let invites = Invites::new(store.clone(), config.vetting.clone());
+    let applications = Applications::new(
+        store.clone(),
+        registry.clone(),
+        invites.clone(),
+        pki.clone(),
+        config.vetting.clone(),
+        layout.public_address()?,
+    );
     let state = AppState {
-        registry: Registry::new(store.clone()),
-        gate: Gate::new(store.clone()),
+        gate: Gate::new(store.clone()).with_members_may_invite(config.vetting.members_may_invite),
+        members: Members::new(
+            registry.clone(),
+            pki.clone(),
+            sessions.clone(),
+            config.vetting.member_cert_days,
+        ),
+        registry,
         rooms: Arc::new(rooms),
+        pki: pki.clone(),
+        sessions: sessions.clone(),
+        invites,
+        applications,
         limits: config.limits.clone(),
+        vetting: config.vetting.clone(),
+        enroll_address,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };
+    let main_tls: TlsSource = {
+        let pki = pki.clone();
+        Arc::new(move || pki.main_tls())
+    };
+    let enroll_tls: TlsSource = {
+        let config = pki.enroll_tls()?;
+        Arc::new(move || config.clone())
+    };
+    let enroll_app = crate::http::enroll::router(state.clone());
     let app = crate::http::router(state);
     let limits = config.limits.clone();
     let token = shutdown.clone();
+    tracker.spawn(crate::listener::accept_loop(
+        enroll_listener,
+        enroll_tls,
+        enroll_app,
+        limits.clone(),
+        token.clone(),
+        tracker.clone(),
+        None,
+    ));
     let task = tokio::spawn(async move {
         crate::listener::accept_loop(
             listener,
-            Arc::new(tls),
+            main_tls,
             app,
             limits.clone(),
             token,
             tracker.clone(),
+            Some(sessions),
         )
         .await;
         tracing::info!("no longer accepting connections; draining");
@@ -143,9 +201,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             Err(e) => tracing::error!(error = %e, "final flush task failed"),
         }
     });
-    tracing::info!(%local_addr, "listening (mutual TLS)");
+    tracing::info!(%local_addr, %enroll_addr, "listening (mutual TLS; enrollment without client certificates)");
     Ok(RunningServer {
         local_addr,
+        enroll_addr,
         shutdown,
         task,
     })

@@ -5,17 +5,30 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Limits;
+use crate::config::{Limits, Vetting};
 use crate::gate::Gate;
+use crate::pki::Pki;
 use crate::registry::Registry;
 use crate::rooms::Rooms;
+use crate::sessions::Sessions;
+use crate::vetting::applications::Applications;
+use crate::vetting::invites::Invites;
+use crate::vetting::members::Members;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub registry: Registry,
     pub gate: Gate,
     pub rooms: Arc<Rooms>,
+    pub pki: Arc<Pki>,
+    pub sessions: Arc<Sessions>,
+    pub invites: Invites,
+    pub applications: Applications,
+    pub members: Members,
     pub limits: Limits,
+    pub vetting: Vetting,
+    /// The enrollment listener's address as applicants should use it.
+    pub enroll_address: String,
     /// Fires when the server begins shutting down.
     pub shutdown: CancellationToken,
     /// Every connection and WebSocket session, so shutdown can wait for them.

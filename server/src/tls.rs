@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -57,19 +57,27 @@ pub fn key_from_pem(what: &'static str, pem: &str) -> Result<PrivateKeyDer<'stat
     })
 }
 
-/// Builds the main listener's configuration: mutual TLS against the deployment CA.
+/// Builds the main listener's configuration: mutual TLS against the deployment CA, refusing
+/// end-entity certificates the revocation lists name.
+///
+/// Session resumption is off on purpose: a resumed TLS session restores the peer certificate
+/// without verifying it again, so a certificate revoked or expired since the first handshake
+/// would keep working. Every connection does a full handshake against the current list.
 pub fn server_config(
     ca_pem: &str,
     cert_pem: &str,
     key_pem: &str,
+    crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<ServerConfig, TlsError> {
     let provider = provider();
     let mut roots = RootCertStore::empty();
     for ca in certs_from_pem("the CA certificate", ca_pem)? {
         roots.add(ca)?;
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .build()?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
@@ -79,6 +87,26 @@ pub fn server_config(
         )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // No 0-RTT: early data could be replayed.
+    config.max_early_data_size = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// The enrollment listener's configuration: no client certificate (applicants have none yet),
+/// and the CA sent after the server certificate so the applicant can match its pin.
+pub fn enroll_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<ServerConfig, TlsError> {
+    let mut chain = certs_from_pem("the server certificate", cert_pem)?;
+    chain.extend(certs_from_pem("the CA certificate", ca_pem)?);
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_from_pem("the server key", key_pem)?)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.max_early_data_size = 0;
     Ok(config)
 }

@@ -14,7 +14,7 @@ use escape_client::{Channel, Client, Profile};
 use escape_proto::frame::ServerMessage;
 use escape_proto::{Attributes, Member, MemberId, MemberStatus, ProfileBundle, ServerFrame};
 use escape_server::RunningServer;
-use escape_server::config::{Config, Limits};
+use escape_server::config::{Config, Limits, Vetting};
 use escape_server::deployment::{self, InitOptions, Layout};
 use escape_server::registry::Registry;
 use escape_server::store::{SledStore, Store};
@@ -39,7 +39,9 @@ pub struct TestDeployment {
     members: HashMap<String, Profile>,
     server: Option<RunningServer>,
     addr: Option<SocketAddr>,
+    enroll_addr: Option<SocketAddr>,
     pub limits: Limits,
+    pub vetting: Vetting,
 }
 
 impl TestDeployment {
@@ -67,7 +69,9 @@ impl TestDeployment {
             members,
             server: None,
             addr: None,
+            enroll_addr: None,
             limits: Limits::default(),
+            vetting: Config::ephemeral(Path::new(".")).vetting,
         }
     }
 
@@ -92,19 +96,15 @@ impl TestDeployment {
     ) -> MemberId {
         assert!(self.server.is_none(), "add members before start()");
         let store = Arc::new(SledStore::open(&self.layout.store()).expect("open store"));
-        let member = Member {
-            id: deployment::new_member_id(),
-            name: name.to_owned(),
-            status,
-            admin: false,
-            attributes: Attributes {
-                organisation: organisation.to_owned(),
-                country: "DE".into(),
-                sector: "government".into(),
-                role: "analyst".into(),
-                clearance: 1,
-                vetting: "vetted".into(),
-            },
+        let mut member = Member::new(deployment::new_member_id(), name);
+        member.status = status;
+        member.attributes = Attributes {
+            organisation: organisation.to_owned(),
+            country: "DE".into(),
+            sector: "government".into(),
+            role: "analyst".into(),
+            clearance: 1,
+            vetting: "vetted".into(),
         };
         let path = deployment::add_member_with(
             &self.layout,
@@ -132,7 +132,23 @@ impl TestDeployment {
             config.listen = addr;
         }
         config.limits = self.limits.clone();
-        let server = escape_server::start(config).await.expect("server starts");
+        config.vetting = self.vetting.clone();
+        if let Some(enroll) = self.enroll_addr {
+            config.vetting.enroll_listen = enroll;
+        }
+        // On a restart another process may briefly hold the old port: retry for a while.
+        let mut attempts = 0;
+        let server = loop {
+            match escape_server::start(config.clone()).await {
+                Ok(server) => break server,
+                Err(escape_server::StartError::Listen { .. }) if attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("server does not start: {e}"),
+            }
+        };
+        self.enroll_addr = Some(server.enroll_addr());
         self.addr = Some(server.local_addr());
         self.server = Some(server);
     }
@@ -151,6 +167,11 @@ impl TestDeployment {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr.expect("server started")
+    }
+
+    /// The enrollment listener (no client certificate).
+    pub fn enroll_addr(&self) -> SocketAddr {
+        self.enroll_addr.expect("server started")
     }
 
     /// The profile of a member, pointing at the running server.

@@ -9,17 +9,32 @@
 //! | `POST /v1/rooms/{room}/leave` | leave |
 //! | `GET /v1/rooms/{room}/messages?before=&after=&limit=` | history page |
 //! | `GET /v1/ws` | real-time channel (see `escape_proto::frame`) |
+//! | `POST /v1/invites` | create an invitation |
+//! | `POST /v1/applications/{id}/vouch` | vouch for an applicant |
+//! | `GET /v1/directory?country=&sector=&organisation=` | who's who |
+//! | `POST /v1/renew` | a new certificate for the caller |
+//! | `PUT /v1/me/published` | what the caller shows in the directory |
+//! | `GET /v1/admin/applications[?status=]`, `GET /v1/admin/applications/{id}` | applications (admins) |
+//! | `POST /v1/admin/applications/{id}/approve`, `.../reject` | decide (admins) |
+//! | `GET /v1/admin/members`, `GET /v1/admin/members/{id}/history` | members (admins) |
+//! | `POST /v1/admin/members/{id}/{suspend,reinstate,revoke}` | lifecycle (admins) |
+//! | `PUT /v1/admin/members/{id}/attributes` | attribute changes (admins) |
+//!
+//! The enrollment listener has its own router ([`enroll`]).
 //!
 //! Every handler takes a [`Principal`] (an active member, or the request is refused with 403)
 //! and asks the gate before acting.
 
+mod admin;
+pub mod enroll;
 mod principal;
 mod rooms;
+mod vetting;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use escape_proto::{ErrorCode, Member};
 
 use crate::error::ApiError;
@@ -28,7 +43,7 @@ use crate::identity::Principal;
 use crate::state::AppState;
 
 /// Request bodies are small JSON documents; anything larger is refused with 413.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -38,6 +53,22 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms/{room}/leave", post(rooms::leave))
         .route("/v1/rooms/{room}/messages", get(rooms::history))
         .route("/v1/ws", get(crate::ws::upgrade))
+        .route("/v1/invites", post(vetting::create_invite))
+        .route("/v1/applications/{id}/vouch", post(vetting::vouch))
+        .route("/v1/directory", get(vetting::directory))
+        .route("/v1/renew", post(vetting::renew))
+        .route("/v1/me/published", put(vetting::publish))
+        .route("/v1/admin/applications", get(admin::applications))
+        .route("/v1/admin/applications/{id}", get(admin::application))
+        .route("/v1/admin/applications/{id}/approve", post(admin::approve))
+        .route("/v1/admin/applications/{id}/reject", post(admin::reject))
+        .route("/v1/admin/members", get(admin::members))
+        .route("/v1/admin/members/{id}/history", get(admin::history))
+        .route(
+            "/v1/admin/members/{id}/attributes",
+            put(admin::update_attributes),
+        )
+        .route("/v1/admin/members/{id}/{verb}", post(admin::change_status))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -363,21 +363,13 @@ mod tests {
     use crate::identity::Principal;
     use crate::registry::Registry;
     use crate::store::MemoryStore;
-    use escape_proto::{Attributes, Member, MemberStatus};
+    use escape_proto::Member;
 
     fn setup() -> (Gate, Rooms, Principal) {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let registry = Registry::new(store.clone());
         let id = MemberId::parse("m1").expect("id");
-        registry
-            .put(&Member {
-                id: id.clone(),
-                name: "m1".into(),
-                status: MemberStatus::Active,
-                admin: false,
-                attributes: Attributes::default(),
-            })
-            .expect("put");
+        registry.put(&Member::new(id.clone(), "m1")).expect("put");
         let principal = Principal::resolve_id(&registry, &id).expect("principal");
         let (rooms, _task) = Rooms::new(store.clone(), Limits::default());
         (Gate::new(store), rooms, principal)

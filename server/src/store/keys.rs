@@ -60,6 +60,54 @@ pub fn client_msg(room: &RoomName, member: &MemberId, client_msg_id: &str) -> Ve
     ])
 }
 
+/// A certificate the CA issued, by serial (lower-case hex).
+pub fn issued_cert(serial: &str) -> Vec<u8> {
+    join(&[b"cert/", serial.as_bytes()])
+}
+
+/// The certificates of one member, by serial.
+pub fn member_cert(member: &MemberId, serial: &str) -> Vec<u8> {
+    join(&[member_certs_prefix(member).as_slice(), serial.as_bytes()])
+}
+
+pub fn member_certs_prefix(member: &MemberId) -> Vec<u8> {
+    join(&[b"member-cert/", member.as_str().as_bytes(), b"/"])
+}
+
+/// A revoked certificate, by serial.
+pub fn revoked_cert(serial: &str) -> Vec<u8> {
+    join(&[REVOKED_PREFIX, serial.as_bytes()])
+}
+
+pub const REVOKED_PREFIX: &[u8] = b"revoked/";
+
+/// The number of the last revocation list issued.
+pub const CRL_NUMBER: &[u8] = b"pki/crl-number";
+
+/// One recorded change of a member, by version (big-endian so versions sort).
+pub fn member_change(member: &MemberId, version: u64) -> Vec<u8> {
+    join(&[
+        member_changes_prefix(member).as_slice(),
+        &version.to_be_bytes(),
+    ])
+}
+
+pub fn member_changes_prefix(member: &MemberId) -> Vec<u8> {
+    join(&[b"member-change/", member.as_str().as_bytes(), b"/"])
+}
+
+/// An invitation, by the SHA-256 (hex) of its secret: the store never holds a usable code.
+pub fn invite(secret_hash: &str) -> Vec<u8> {
+    join(&[b"invite/", secret_hash.as_bytes()])
+}
+
+/// An application, by id.
+pub fn application(id: &str) -> Vec<u8> {
+    join(&[APPLICATION_PREFIX, id.as_bytes()])
+}
+
+pub const APPLICATION_PREFIX: &[u8] = b"application/";
+
 /// The sequence number at the end of a message key.
 pub fn seq_of_message_key(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;

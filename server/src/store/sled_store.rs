@@ -16,13 +16,28 @@ fn backend(e: sled::Error) -> StoreError {
 impl SledStore {
     /// Opens (or creates) the store in `dir`. sled keeps its own write-ahead log there, so writes
     /// that were flushed survive a crash.
+    ///
+    /// sled releases its file lock only when its background flusher lets go of the database, a
+    /// moment after the last handle is dropped; a reopen in the same process (a restart, or an
+    /// offline tool right after a stop) waits up to two seconds for that instead of failing.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(backend)?;
-        Ok(Self { db })
+        let mut attempts = 0;
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open();
+            match opened {
+                Ok(db) => return Ok(Self { db }),
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 100 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
     }
 }
 

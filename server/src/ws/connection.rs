@@ -16,7 +16,8 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use escape_proto::frame::ServerMessage;
 use escape_proto::{ClientFrame, ClientRequest, ErrorCode, MemberId, RoomName, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +46,15 @@ impl Outbox {
     /// Queues a frame. If the queue stays full past the slow-consumer limit the session is
     /// closed and `false` returned; producers then stop.
     pub async fn send(&self, frame: ServerMessage) -> bool {
+        self.send_until(frame, &self.session.close).await
+    }
+
+    /// Like [`Outbox::send`], giving up (with `false`) as soon as `stop` fires: a cancelled
+    /// subscription must not deliver one more event after it was told to stop.
+    pub async fn send_until(&self, frame: ServerMessage, stop: &CancellationToken) -> bool {
         tokio::select! {
+            biased;
+            () = stop.cancelled() => false,
             () = self.session.close.cancelled() => false,
             sent = self.tx.send_timeout(frame, self.slow_after) => match sent {
                 Ok(()) => true,
@@ -92,8 +101,19 @@ pub async fn run(socket: WebSocket, state: AppState, member: MemberId) {
         slow_after: state.limits.slow_consumer(),
     };
     let writer = tokio::spawn(write_loop(sink, rx, outbox.session.clone()));
-    let mut subscriptions: HashMap<RoomName, CancellationToken> = HashMap::new();
+    // Suspension or revocation closes the session with its reason, at once.
+    let _registration = {
+        let outbox = outbox.clone();
+        state.sessions.register(
+            &member,
+            Box::new(move |code, message| outbox.close(code, message)),
+        )
+    };
+    let mut subscriptions: Subscriptions = HashMap::new();
     let mut acks = JoinSet::new();
+    // Sends waiting for durability hold a permit: a client that writes without reading its
+    // acks is slowed down instead of piling up tasks.
+    let in_flight = Arc::new(Semaphore::new(state.limits.send_queue_frames));
     tracing::debug!(%member, "session open");
 
     loop {
@@ -125,8 +145,21 @@ pub async fn run(socket: WebSocket, state: AppState, member: MemberId) {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(e)) => {
-                // Includes frames above the hard limit: the socket is no longer usable.
-                tracing::info!(%member, error = %e, "WebSocket read failed");
+                let too_large = e
+                    .into_inner()
+                    .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+                    .is_some_and(|e| {
+                        matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_))
+                    });
+                if too_large {
+                    // Above the hard limit the protocol cannot resynchronise: say why and close (1009).
+                    outbox.close(
+                        ErrorCode::TooLarge,
+                        format!("the frame exceeds the hard limit of {} bytes; the connection is closed", state.limits.hard_max_frame_bytes),
+                    );
+                } else {
+                    tracing::info!(%member, "WebSocket read failed");
+                }
                 break;
             }
         };
@@ -150,22 +183,19 @@ pub async fn run(socket: WebSocket, state: AppState, member: MemberId) {
             }
         };
         let id = request.id.clone();
-        if let Err(error) = handle(
-            &state,
-            &member,
-            request,
-            &outbox,
-            &mut subscriptions,
-            &mut acks,
-        )
-        .await
-        {
+        let context = Context {
+            state: &state,
+            member: &member,
+            outbox: &outbox,
+            in_flight: &in_flight,
+        };
+        if let Err(error) = handle(context, request, &mut subscriptions, &mut acks).await {
             outbox.error(id, &error).await;
         }
     }
 
     outbox.closed().cancel();
-    for token in subscriptions.values() {
+    for (token, _) in subscriptions.values() {
         token.cancel();
     }
     acks.abort_all();
@@ -173,14 +203,38 @@ pub async fn run(socket: WebSocket, state: AppState, member: MemberId) {
     tracing::debug!(%member, "session closed");
 }
 
+/// The running cursor of each subscribed room.
+type Subscriptions = HashMap<RoomName, (CancellationToken, JoinHandle<()>)>;
+
+/// What a request needs of its session.
+#[derive(Clone, Copy)]
+struct Context<'a> {
+    state: &'a AppState,
+    member: &'a MemberId,
+    outbox: &'a Outbox,
+    in_flight: &'a Arc<Semaphore>,
+}
+
+/// Stops a room's cursor and waits until it can send nothing more.
+async fn stop_cursor(subscriptions: &mut Subscriptions, room: &RoomName) {
+    if let Some((token, handle)) = subscriptions.remove(room) {
+        token.cancel();
+        let _ = handle.await;
+    }
+}
+
 async fn handle(
-    state: &AppState,
-    member: &MemberId,
+    context: Context<'_>,
     request: ClientRequest,
-    outbox: &Outbox,
-    subscriptions: &mut HashMap<RoomName, CancellationToken>,
+    subscriptions: &mut Subscriptions,
     acks: &mut JoinSet<()>,
 ) -> Result<(), ApiError> {
+    let Context {
+        state,
+        member,
+        outbox,
+        in_flight,
+    } = context;
     // Attributes and status are read afresh for every request.
     let principal = Principal::resolve_id(&state.registry, member)?;
     let id = request.id;
@@ -190,24 +244,22 @@ async fn handle(
                 .gate
                 .authorize::<action::Subscribe>(&principal, room.clone())?;
             let head_rx = state.rooms.watch(&auth)?;
+            // A new subscription to the same room replaces the old one only once the old one
+            // can no longer send, so the two streams never interleave.
+            stop_cursor(subscriptions, &room).await;
             let token = outbox.closed().child_token();
-            if let Some(previous) = subscriptions.insert(room, token.clone()) {
-                previous.cancel();
-            }
             let cursor = subscription::Cursor::new(
                 state.clone(),
                 auth,
                 head_rx,
                 since,
                 outbox.clone(),
-                token,
+                token.clone(),
             );
-            state.tracker.spawn(cursor.run(id));
+            subscriptions.insert(room, (token, state.tracker.spawn(cursor.run(id))));
         }
         ClientFrame::Unsubscribe { room } => {
-            if let Some(token) = subscriptions.remove(&room) {
-                token.cancel();
-            }
+            stop_cursor(subscriptions, &room).await;
             outbox
                 .send(ServerMessage::new(id, ServerFrame::Unsubscribed { room }))
                 .await;
@@ -220,11 +272,17 @@ async fn handle(
             let auth = state
                 .gate
                 .authorize::<action::Send>(&principal, room.clone())?;
+            let permit = in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ApiError::internal(&"ack semaphore closed"))?;
             // Sequencing happens here, in frame order; waiting for durability does not block
             // the next frame.
             let appended = state.rooms.append(&auth, client_msg_id.clone(), body)?;
             let (state, outbox) = (state.clone(), outbox.clone());
             acks.spawn(async move {
+                let _permit = permit;
                 let frame = match state.rooms.durable(&room, appended.seq).await {
                     Ok(()) => ServerFrame::Ack {
                         room,
@@ -257,13 +315,22 @@ async fn write_loop(
             biased;
             frame = rx.recv() => {
                 let Some(frame) = frame else { break };
-                if sink.send(Message::Text(frame.encode().into())).await.is_err() {
-                    session.close.cancel();
-                    return;
+                // A peer that stopped reading must not hold the writer: closing wins.
+                tokio::select! {
+                    sent = sink.send(Message::Text(frame.encode().into())) => if sent.is_err() {
+                        session.close.cancel();
+                        return;
+                    },
+                    () = session.close.cancelled() => break,
                 }
             }
             () = session.close.cancelled() => break,
         }
+    }
+    let reason = session.reason.get().cloned();
+    if matches!(reason, Some((ErrorCode::SlowConsumer, _))) {
+        // The peer is not reading: what is queued would only delay the reason.
+        while rx.try_recv().is_ok() {}
     }
     // Tell the client why, if the socket still takes writes; never wait long on a stuck peer.
     let goodbye = async {
@@ -271,17 +338,12 @@ async fn write_loop(
         while let Ok(frame) = rx.try_recv() {
             sink.send(Message::Text(frame.encode().into())).await?;
         }
-        if let Some((code, message)) = session.reason.get() {
-            let frame = ServerMessage::new(
-                None,
-                ServerFrame::Error {
-                    code: *code,
-                    message: message.clone(),
-                },
-            );
+        if let Some((code, message)) = reason {
+            let frame = ServerMessage::new(None, ServerFrame::Error { code, message });
             sink.send(Message::Text(frame.encode().into())).await?;
             let close_code = match code {
                 ErrorCode::ShuttingDown => close_code::AWAY,
+                ErrorCode::TooLarge => close_code::SIZE,
                 _ => close_code::POLICY,
             };
             sink.send(Message::Close(Some(CloseFrame {

@@ -61,7 +61,7 @@ impl Cursor {
                 head,
             },
         );
-        if !self.outbox.send(subscribed).await {
+        if !self.outbox.send_until(subscribed, &self.stop).await {
             return;
         }
         loop {
