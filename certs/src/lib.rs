@@ -395,10 +395,12 @@ pub fn signing_request_for_key(display_name: &str, key_pem: &str) -> Result<Stri
     Ok(params.serialize_request(&key)?.pem()?)
 }
 
-/// 128 random bits, top bit clear so the DER integer stays positive.
+/// 16 bytes, 122 of them random (a v4 UUID). The first byte is forced into 0x40..=0x7f: the
+/// DER integer stays positive and has no leading zero to strip, so the serial reads back as
+/// the same 16 bytes.
 fn random_serial() -> SerialNumber {
     let mut bytes = *uuid::Uuid::new_v4().as_bytes();
-    bytes[0] &= 0x7f;
+    bytes[0] = 0x40 | (bytes[0] & 0x3f);
     SerialNumber::from_slice(&bytes)
 }
 

@@ -30,7 +30,7 @@ impl SledStore {
             match opened {
                 Ok(db) => return Ok(Self { db }),
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 100 =>
+                    if e.to_string().contains("could not acquire lock") && attempts < 100 =>
                 {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
