@@ -347,7 +347,7 @@ pub fn hex_encode(bytes: &[u8]) -> String {
 
 /// Bytes of lower- or upper-case hex; `None` for anything else.
 pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

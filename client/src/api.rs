@@ -4,7 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use escape_proto::room::{CreateRoom, HistoryPage, HistoryQuery, RoomList, RoomSummary};
-use escape_proto::{ErrorBody, ErrorCode, Member, RoomName};
+use escape_proto::vetting::{
+    Application, ApplicationList, ApplicationStatus, Approve, AttributeUpdate, CreateInvite,
+    Directory, DirectoryQuery, Invite, MemberHistory, MemberList, Reason, Renew, Renewed,
+    StatusChange, VouchRequest,
+};
+use escape_proto::{ErrorBody, ErrorCode, Member, MemberId, Published, RoomName};
 use serde::de::DeserializeOwned;
 
 use crate::error::ClientError;
@@ -109,6 +114,122 @@ impl Client {
         self.call(request).await
     }
 
+    pub async fn create_invite(&self, expires_in_secs: Option<u64>) -> Result<Invite, ClientError> {
+        let body = CreateInvite { expires_in_secs };
+        self.call(self.http.post(self.url("/v1/invites")).json(&body))
+            .await
+    }
+
+    pub async fn vouch(
+        &self,
+        application: &str,
+        comment: String,
+    ) -> Result<Application, ClientError> {
+        let url = self.url(&format!(
+            "/v1/applications/{}/vouch",
+            path_part(application)
+        ));
+        self.call(self.http.post(url).json(&VouchRequest { comment }))
+            .await
+    }
+
+    pub async fn directory(&self, query: &DirectoryQuery) -> Result<Directory, ClientError> {
+        self.call(self.http.get(self.url("/v1/directory")).query(query))
+            .await
+    }
+
+    pub async fn renew(&self, csr_pem: String) -> Result<Renewed, ClientError> {
+        self.call(
+            self.http
+                .post(self.url("/v1/renew"))
+                .json(&Renew { csr_pem }),
+        )
+        .await
+    }
+
+    pub async fn publish(&self, published: &Published) -> Result<Member, ClientError> {
+        self.call(self.http.put(self.url("/v1/me/published")).json(published))
+            .await
+    }
+
+    pub async fn applications(
+        &self,
+        status: Option<ApplicationStatus>,
+    ) -> Result<Vec<Application>, ClientError> {
+        let mut request = self.http.get(self.url("/v1/admin/applications"));
+        if let Some(status) = status {
+            request = request.query(&[("status", status)]);
+        }
+        let list: ApplicationList = self.call(request).await?;
+        Ok(list.applications)
+    }
+
+    pub async fn application(&self, id: &str) -> Result<Application, ClientError> {
+        self.call(
+            self.http
+                .get(self.url(&format!("/v1/admin/applications/{}", path_part(id)))),
+        )
+        .await
+    }
+
+    pub async fn approve(
+        &self,
+        id: &str,
+        attributes: AttributeUpdate,
+    ) -> Result<Application, ClientError> {
+        let url = self.url(&format!("/v1/admin/applications/{}/approve", path_part(id)));
+        self.call(self.http.post(url).json(&Approve { attributes }))
+            .await
+    }
+
+    pub async fn reject(&self, id: &str, reason: String) -> Result<Application, ClientError> {
+        let url = self.url(&format!("/v1/admin/applications/{}/reject", path_part(id)));
+        self.call(self.http.post(url).json(&Reason { reason }))
+            .await
+    }
+
+    pub async fn members(&self) -> Result<Vec<Member>, ClientError> {
+        let list: MemberList = self
+            .call(self.http.get(self.url("/v1/admin/members")))
+            .await?;
+        Ok(list.members)
+    }
+
+    pub async fn member_history(&self, id: &MemberId) -> Result<MemberHistory, ClientError> {
+        self.call(
+            self.http
+                .get(self.url(&format!("/v1/admin/members/{id}/history"))),
+        )
+        .await
+    }
+
+    pub async fn set_status(
+        &self,
+        id: &MemberId,
+        change: StatusChange,
+        reason: String,
+    ) -> Result<Member, ClientError> {
+        let verb = match change {
+            StatusChange::Suspend => "suspend",
+            StatusChange::Reinstate => "reinstate",
+            StatusChange::Revoke => "revoke",
+        };
+        let url = self.url(&format!("/v1/admin/members/{id}/{verb}"));
+        self.call(self.http.post(url).json(&Reason { reason }))
+            .await
+    }
+
+    pub async fn update_attributes(
+        &self,
+        id: &MemberId,
+        attributes: AttributeUpdate,
+        reason: String,
+    ) -> Result<Member, ClientError> {
+        let url = self.url(&format!("/v1/admin/members/{id}/attributes"));
+        let body = serde_json::json!({ "attributes": attributes, "reason": reason });
+        self.call(self.http.put(url).json(&body)).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -162,6 +283,19 @@ pub(crate) fn server_error(status: u16, body: &[u8]) -> ClientError {
             ),
         },
     }
+}
+
+/// A user-given id as one path segment: anything but the id alphabet is percent-encoded.
+fn path_part(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// IPv6 literals need brackets in URLs.

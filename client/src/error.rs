@@ -44,12 +44,14 @@ impl ClientError {
                 | ErrorCode::MemberInactive
                 | ErrorCode::Forbidden
                 | ErrorCode::NotAMember => 5,
-                ErrorCode::RoomNotFound => 6,
-                ErrorCode::RoomExists => 7,
+                ErrorCode::AccessRevoked | ErrorCode::InviteInvalid => 5,
+                ErrorCode::RoomNotFound | ErrorCode::NotFound => 6,
+                ErrorCode::RoomExists | ErrorCode::Conflict => 7,
                 ErrorCode::InvalidRequest
                 | ErrorCode::InvalidFrame
                 | ErrorCode::TooLarge
-                | ErrorCode::MalformedJson => 8,
+                | ErrorCode::MalformedJson
+                | ErrorCode::Precondition => 8,
                 _ => 1,
             },
             Self::Protocol(_) => 1,

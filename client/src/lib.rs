@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod channel;
+pub mod enroll;
 pub mod error;
 pub mod profile;
 pub mod tail;

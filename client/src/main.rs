@@ -1,16 +1,20 @@
 //! `escape`: the command-line client of an Escape deployment.
 #![forbid(unsafe_code)]
 
+mod cli;
+
 use std::io::{IsTerminal, Read};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use cli::output::{self, print};
 use escape_client::tail::{Tail, TailEvent};
 use escape_client::{Channel, Client, ClientError, ProfileStore, new_client_msg_id};
-use escape_proto::room::{HistoryQuery, RoomSummary};
-use escape_proto::{Body, Event, Member, RoomName};
+use escape_proto::room::HistoryQuery;
+use escape_proto::vetting::{ApplicationStatus, Claims, DirectoryQuery, StatusChange};
+use escape_proto::{Body, ErrorCode, MemberId, Published, RoomName};
 
 /// Talk to an Escape deployment over mutual TLS.
 #[derive(Debug, Parser)]
@@ -28,7 +32,7 @@ struct Cli {
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other failure, 2 usage, 3 profile or local file, \
 4 cannot connect (network, TLS, closed), 5 refused (not a member, inactive, forbidden), \
-6 no such room, 7 already exists, 8 invalid input";
+6 not found, 7 already exists or already decided, 8 invalid input or unmet precondition";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -77,6 +81,46 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Invitations to apply for membership.
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// Apply for membership with an invitation (keys are generated here), or check on it.
+    Enroll(EnrollArgs),
+    /// Vouch for an applicant as a sponsor.
+    Vouch {
+        application: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Who's who: active members and what they publish.
+    Directory {
+        #[arg(long)]
+        country: Option<String>,
+        #[arg(long)]
+        sector: Option<String>,
+        #[arg(long = "org")]
+        organisation: Option<String>,
+    },
+    /// Choose what the directory shows about you.
+    Publish {
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        email: bool,
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        country: bool,
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        sector: bool,
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        role: bool,
+    },
+    /// Get a fresh certificate before the current one expires.
+    Renew {
+        /// Generate a new key instead of keeping the current one.
+        #[arg(long)]
+        new_key: bool,
+    },
+    /// Deployment administration (admins only).
+    #[command(subcommand)]
+    Admin(AdminCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +148,129 @@ enum RoomCommand {
         name: RoomName,
         #[arg(long, default_value = "")]
         topic: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InviteCommand {
+    /// Create a single-use invitation code naming you as the sponsor.
+    Create {
+        /// How long it stays valid: 30m, 12h, 7d.
+        #[arg(long, value_parser = cli::vetting::parse_duration)]
+        expires: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct EnrollArgs {
+    #[command(subcommand)]
+    command: Option<EnrollCommand>,
+    /// The enrollment address from the invitation, `host:port`.
+    #[arg(long, required = true)]
+    server: Option<String>,
+    /// The invitation code.
+    #[arg(long, required = true)]
+    invite: Option<String>,
+    #[arg(long, required = true)]
+    name: Option<String>,
+    #[arg(long, required = true)]
+    email: Option<String>,
+    #[arg(long = "org", required = true)]
+    organisation: Option<String>,
+    /// ISO 3166-1 alpha-2, e.g. EE.
+    #[arg(long, required = true)]
+    country: Option<String>,
+    #[arg(long, default_value = "")]
+    sector: String,
+    #[arg(long, default_value = "")]
+    role: String,
+    /// The name of the profile created on approval (default: your name, simplified).
+    #[arg(long)]
+    profile_name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum EnrollCommand {
+    /// Ask whether the application was decided; on approval the profile is written.
+    Status {
+        application: Option<String>,
+        /// Keep asking every 5 s until it is decided.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// List applications.
+    Applications {
+        #[arg(long, value_enum)]
+        status: Option<StatusFilter>,
+    },
+    /// One application.
+    #[command(subcommand)]
+    Application(ApplicationCommand),
+    /// Approve an application, fixing the member's attributes (`--attr country=EE`).
+    Approve {
+        application: String,
+        #[arg(long = "attr")]
+        attrs: Vec<String>,
+    },
+    /// Reject an application.
+    Reject {
+        application: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// List members.
+    Members,
+    /// Members: history, attributes.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Suspend a member: live sessions end, requests are refused until reinstated.
+    Suspend {
+        member: MemberId,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reinstate a suspended member.
+    Reinstate {
+        member: MemberId,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke a member for good: certificates revoked, live sessions cut.
+    Revoke {
+        member: MemberId,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StatusFilter {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+#[derive(Debug, Subcommand)]
+enum ApplicationCommand {
+    Show { application: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum MemberCommand {
+    /// Every recorded change of a member.
+    History { member: MemberId },
+    /// Change attributes (`--attr role=cert-lead`).
+    Set {
+        member: MemberId,
+        #[arg(long = "attr", required = true)]
+        attrs: Vec<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 
@@ -138,7 +305,6 @@ fn main() -> ExitCode {
 }
 
 fn hint(e: &ClientError) -> Option<&'static str> {
-    use escape_proto::ErrorCode;
     match e {
         ClientError::Connect { .. } => Some(
             "is the server running, and is the address in the profile right? (`escape profile import --server`)",
@@ -160,18 +326,19 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     let json = cli.json;
     let command = match cli.command {
         Command::Profile(command) => return profile(&profiles, command, json),
+        Command::Enroll(args) => return enrollment(&profiles, args, json).await,
         command => command,
     };
     let client = Client::new(profiles.load(cli.profile.as_deref())?).await?;
     match command {
-        Command::Profile(_) => unreachable!("handled above"),
+        Command::Profile(_) | Command::Enroll(_) => unreachable!("handled above"),
         Command::Whoami => {
             let me = client.me().await?;
-            print(json, &me, || format_member(&me));
+            print(json, &me, || output::member(&me));
         }
         Command::Rooms => {
             let rooms = client.rooms().await?;
-            print(json, &rooms, || format_rooms(&rooms));
+            print(json, &rooms, || output::rooms(&rooms));
         }
         Command::Room(RoomCommand::Create { name, topic }) => {
             let room = client.create_room(name, topic).await?;
@@ -196,44 +363,21 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             room,
             text,
             client_msg_id,
-        } => {
-            let text = message_text(text)?;
-            let client_msg_id = client_msg_id.unwrap_or_else(new_client_msg_id);
-            let mut channel = Channel::connect(&client).await?;
-            let ack = channel
-                .send(&room, &client_msg_id, Body::text(text))
-                .await?;
-            channel.close().await;
-            let value = serde_json::json!({"room": room, "seq": ack.seq, "duplicate": ack.duplicate, "client_msg_id": client_msg_id});
-            print(json, &value, || {
-                if ack.duplicate {
-                    format!(
-                        "already stored in {room} as #{} (same client message id)",
-                        ack.seq
-                    )
-                } else {
-                    format!("sent to {room} as #{}", ack.seq)
-                }
-            });
-        }
+        } => send(&client, json, room, text, client_msg_id).await?,
         Command::History {
             room,
             before,
             after,
             limit,
         } => {
-            let page = client
-                .history(
-                    &room,
-                    &HistoryQuery {
-                        before,
-                        after,
-                        limit: Some(limit),
-                    },
-                )
-                .await?;
+            let query = HistoryQuery {
+                before,
+                after,
+                limit: Some(limit),
+            };
+            let page = client.history(&room, &query).await?;
             print(json, &page, || {
-                let mut out: Vec<String> = page.messages.iter().map(format_event).collect();
+                let mut out: Vec<String> = page.messages.iter().map(output::event).collect();
                 if page.messages.is_empty() {
                     out.push(format!("no messages in {room} in that range"));
                 }
@@ -248,37 +392,288 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 out.join("\n")
             });
         }
-        Command::Tail { room, since, count } => {
-            let mut seen = 0u64;
-            let mut tail = Tail::new(client, room.clone(), since);
-            tail.run(|event| match event {
-                TailEvent::Connected { head } => {
-                    if !json {
-                        eprintln!("following {room} (newest #{head}); Ctrl-C to stop");
-                    }
-                    ControlFlow::Continue(())
-                }
-                TailEvent::Event(event) => {
-                    print(json, &event, || format_event(&event));
-                    seen += 1;
-                    if count.is_some_and(|c| seen >= c) {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                }
-                TailEvent::Disconnected { reason, retry_in } => {
-                    eprintln!(
-                        "disconnected: {reason}; reconnecting in {} ms",
-                        retry_in.as_millis()
-                    );
-                    ControlFlow::Continue(())
-                }
-            })
-            .await?;
+        Command::Tail { room, since, count } => tail(client, json, room, since, count).await?,
+        Command::Invite(InviteCommand::Create { expires }) => {
+            cli::vetting::invite(&client, json, expires).await?
         }
+        Command::Vouch {
+            application,
+            comment,
+        } => cli::vetting::vouch(&client, json, &application, comment).await?,
+        Command::Directory {
+            country,
+            sector,
+            organisation,
+        } => {
+            let query = DirectoryQuery {
+                country,
+                sector,
+                organisation,
+            };
+            cli::vetting::directory(&client, json, &query).await?;
+        }
+        Command::Publish {
+            email,
+            country,
+            sector,
+            role,
+        } => {
+            let published = Published {
+                email,
+                country,
+                sector,
+                role,
+            };
+            cli::vetting::publish(&client, json, published).await?;
+        }
+        Command::Renew { new_key } => {
+            cli::vetting::renew(&client, &profiles, json, new_key).await?
+        }
+        Command::Admin(command) => admin(&client, json, command).await?,
     }
     Ok(())
+}
+
+async fn admin(client: &Client, json: bool, command: AdminCommand) -> Result<(), ClientError> {
+    use cli::vetting as v;
+    match command {
+        AdminCommand::Applications { status } => {
+            let status = status.map(|s| match s {
+                StatusFilter::Pending => ApplicationStatus::Pending,
+                StatusFilter::Approved => ApplicationStatus::Approved,
+                StatusFilter::Rejected => ApplicationStatus::Rejected,
+            });
+            v::applications(client, json, status).await
+        }
+        AdminCommand::Application(ApplicationCommand::Show { application }) => {
+            let app = client.application(&application).await?;
+            print(json, &app, || v::application_detail(&app));
+            Ok(())
+        }
+        AdminCommand::Approve { application, attrs } => {
+            let app = client.approve(&application, v::attributes(&attrs)?).await?;
+            print(json, &app, || {
+                format!(
+                    "approved {}: member {}",
+                    output::clean(&app.claims.name),
+                    app.member_id
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                )
+            });
+            Ok(())
+        }
+        AdminCommand::Reject {
+            application,
+            reason,
+        } => {
+            let app = client.reject(&application, reason).await?;
+            print(json, &app, || {
+                format!("rejected {}", output::clean(&app.claims.name))
+            });
+            Ok(())
+        }
+        AdminCommand::Members => {
+            let members = client.members().await?;
+            print(json, &members, || {
+                members
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{}  {:<9} {}{} | {}",
+                            m.id,
+                            format!("{:?}", m.status).to_lowercase(),
+                            output::clean(&m.name),
+                            if m.admin { " (admin)" } else { "" },
+                            output::clean(&m.attributes.organisation)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
+        AdminCommand::Member(MemberCommand::History { member }) => {
+            let history = client.member_history(&member).await?;
+            print(json, &history, || {
+                history
+                    .changes
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "v{} {} by {}: {}{}",
+                            c.version,
+                            output::timestamp(c.at),
+                            c.by,
+                            c.changes
+                                .iter()
+                                .map(|x| output::clean(x))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                            if c.reason.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", output::clean(&c.reason))
+                            }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
+        AdminCommand::Member(MemberCommand::Set {
+            member,
+            attrs,
+            reason,
+        }) => {
+            let updated = client
+                .update_attributes(&member, v::attributes(&attrs)?, reason)
+                .await?;
+            print(json, &updated, || output::member(&updated));
+            Ok(())
+        }
+        AdminCommand::Suspend { member, reason } => {
+            v::lifecycle(client, json, &member, StatusChange::Suspend, reason).await
+        }
+        AdminCommand::Reinstate { member, reason } => {
+            v::lifecycle(client, json, &member, StatusChange::Reinstate, reason).await
+        }
+        AdminCommand::Revoke { member, reason } => {
+            v::lifecycle(client, json, &member, StatusChange::Revoke, reason).await
+        }
+    }
+}
+
+async fn enrollment(
+    profiles: &ProfileStore,
+    args: EnrollArgs,
+    json: bool,
+) -> Result<(), ClientError> {
+    if let Some(EnrollCommand::Status { application, wait }) = args.command {
+        return cli::vetting::status(profiles, json, application.as_deref(), wait).await;
+    }
+    // clap makes these required when no subcommand is given.
+    let missing = || {
+        ClientError::BadProfile("missing enrollment arguments; see `escape enroll --help`".into())
+    };
+    let name = args.name.ok_or_else(missing)?;
+    let claims = Claims {
+        name: name.clone(),
+        email: args.email.ok_or_else(missing)?,
+        organisation: args.organisation.ok_or_else(missing)?,
+        country: args.country.ok_or_else(missing)?,
+        sector: args.sector,
+        role: args.role,
+    };
+    let profile = args.profile_name.unwrap_or_else(|| {
+        let simple: String = name
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        simple.trim_matches('-').to_owned()
+    });
+    let server = args.server.ok_or_else(missing)?;
+    let invite = args.invite.ok_or_else(missing)?;
+    cli::vetting::apply(profiles, json, &server, &invite, claims, &profile).await
+}
+
+/// Sends once, retrying on a lost connection with the same client message id, so a retry can
+/// never store the message twice.
+async fn send(
+    client: &Client,
+    json: bool,
+    room: RoomName,
+    text: Vec<String>,
+    client_msg_id: Option<String>,
+) -> Result<(), ClientError> {
+    let text = message_text(text)?;
+    let client_msg_id = client_msg_id.unwrap_or_else(new_client_msg_id);
+    let mut attempt = 0;
+    let ack = loop {
+        attempt += 1;
+        let result = async {
+            let mut channel = Channel::connect(client).await?;
+            let ack = channel
+                .send(&room, &client_msg_id, Body::text(text.clone()))
+                .await?;
+            channel.close().await;
+            Ok::<_, ClientError>(ack)
+        }
+        .await;
+        match result {
+            Ok(ack) => break ack,
+            Err(e @ (ClientError::Connect { .. } | ClientError::Closed(_))) if attempt < 3 => {
+                eprintln!("escape: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+            }
+            Err(
+                e @ ClientError::Server {
+                    code: ErrorCode::Internal,
+                    ..
+                },
+            ) if attempt < 3 => {
+                eprintln!("escape: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+            }
+            Err(e) => {
+                eprintln!(
+                    "escape: the message may or may not be stored; retry safely with --client-msg-id {client_msg_id}"
+                );
+                return Err(e);
+            }
+        }
+    };
+    let value = serde_json::json!({"room": room, "seq": ack.seq, "duplicate": ack.duplicate, "client_msg_id": client_msg_id});
+    print(json, &value, || {
+        if ack.duplicate {
+            format!(
+                "already stored in {room} as #{} (same client message id)",
+                ack.seq
+            )
+        } else {
+            format!("sent to {room} as #{}", ack.seq)
+        }
+    });
+    Ok(())
+}
+
+async fn tail(
+    client: Client,
+    json: bool,
+    room: RoomName,
+    since: Option<u64>,
+    count: Option<u64>,
+) -> Result<(), ClientError> {
+    let mut seen = 0u64;
+    let mut tail = Tail::new(client, room.clone(), since);
+    tail.run(|event| match event {
+        TailEvent::Connected { head } => {
+            if !json {
+                eprintln!("following {room} (newest #{head}); Ctrl-C to stop");
+            }
+            ControlFlow::Continue(())
+        }
+        TailEvent::Event(event) => {
+            print(json, &event, || output::event(&event));
+            seen += 1;
+            if count.is_some_and(|c| seen >= c) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        TailEvent::Disconnected { reason, retry_in } => {
+            eprintln!(
+                "disconnected: {reason}; reconnecting in {} ms",
+                retry_in.as_millis()
+            );
+            ControlFlow::Continue(())
+        }
+    })
+    .await
 }
 
 fn profile(
@@ -353,73 +748,4 @@ fn message_text(words: Vec<String>) -> Result<String, ClientError> {
         return Ok(text.trim_end_matches('\n').to_owned());
     }
     Ok(words.join(" "))
-}
-
-fn print<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
-    if json {
-        match serde_json::to_string(value) {
-            Ok(text) => println!("{text}"),
-            Err(e) => eprintln!("escape: cannot encode JSON: {e}"),
-        }
-    } else {
-        println!("{}", human());
-    }
-}
-
-fn format_member(me: &Member) -> String {
-    let a = &me.attributes;
-    let mut lines = vec![
-        format!("{} ({})", me.name, me.id),
-        format!(
-            "  status:       {:?}{}",
-            me.status,
-            if me.admin { ", deployment admin" } else { "" }
-        ),
-    ];
-    for (label, value) in [
-        ("organisation", &a.organisation),
-        ("country", &a.country),
-        ("sector", &a.sector),
-        ("role", &a.role),
-        ("vetting", &a.vetting),
-    ] {
-        if !value.is_empty() {
-            lines.push(format!("  {label:<13} {value}"));
-        }
-    }
-    lines.push(format!("  clearance:    {}", a.clearance));
-    lines.join("\n")
-}
-
-fn format_rooms(rooms: &[RoomSummary]) -> String {
-    if rooms.is_empty() {
-        return "no rooms yet; create one with `escape room create NAME`".into();
-    }
-    let mut out = vec![format!(
-        "{:<2}{:<28} {:>7} {:>8}  TOPIC",
-        "", "ROOM", "MEMBERS", "MESSAGES"
-    )];
-    for r in rooms {
-        out.push(format!(
-            "{:<2}{:<28} {:>7} {:>8}  {}",
-            if r.joined { "*" } else { "" },
-            r.name,
-            r.members,
-            r.head,
-            r.topic
-        ));
-    }
-    out.push("(* = joined)".into());
-    out.join("\n")
-}
-
-fn format_event(e: &Event) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
-    let time = e.sent_at.format(&format).unwrap_or_default();
-    let text = match &e.body {
-        Body::Text { text } => text.clone(),
-        other => format!("{other:?}"),
-    };
-    format!("#{:<5} {time}  {}: {text}", e.seq, e.sender_name)
 }

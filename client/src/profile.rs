@@ -159,6 +159,25 @@ impl ProfileStore {
         Ok(())
     }
 
+    /// Stores the member's age identity (file decryption key) beside its TLS key, mode 0600.
+    pub fn save_age_identity(&self, name: &str, identity: &str) -> Result<(), ClientError> {
+        write_file(&self.dir(name).join("age.key"), identity, 0o600)
+    }
+
+    /// Replaces a profile's certificate, and its key when a new one was made (renewal).
+    pub fn replace_certificate(
+        &self,
+        name: &str,
+        cert_pem: &str,
+        key_pem: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let dir = self.dir(name);
+        if let Some(key) = key_pem {
+            write_file(&dir.join("key.pem"), key, 0o600)?;
+        }
+        write_file(&dir.join("cert.pem"), cert_pem, 0o644)
+    }
+
     pub fn set_default(&self, name: &str) -> Result<(), ClientError> {
         if !self.dir(name).join("profile.toml").exists() {
             return Err(ClientError::NoSuchProfile(name.to_owned()));
@@ -237,7 +256,7 @@ fn valid_name(name: &str) -> Result<(), ClientError> {
     }
 }
 
-fn create_private_dir(path: &Path) -> Result<(), ClientError> {
+pub(crate) fn create_private_dir(path: &Path) -> Result<(), ClientError> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -245,7 +264,7 @@ fn create_private_dir(path: &Path) -> Result<(), ClientError> {
     builder.create(path).map_err(io(path))
 }
 
-fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), ClientError> {
+pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), ClientError> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

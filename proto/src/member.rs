@@ -44,6 +44,13 @@ impl MemberId {
     }
 }
 
+impl std::str::FromStr for MemberId {
+    type Err = MemberIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 impl std::fmt::Display for MemberId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.pad(&self.0)

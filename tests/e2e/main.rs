@@ -6,3 +6,4 @@ mod certificates;
 mod durability;
 mod messaging;
 mod resume;
+mod vetting;

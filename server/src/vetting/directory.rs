@@ -22,8 +22,8 @@ pub fn list(
         .into_iter()
         .filter(|m| m.status == MemberStatus::Active)
         // Filters only see what is published, so a filter cannot reveal a hidden attribute.
-        .filter(|m| !query.country.is_some() || m.published.country)
-        .filter(|m| !query.sector.is_some() || m.published.sector)
+        .filter(|m| query.country.is_none() || m.published.country)
+        .filter(|m| query.sector.is_none() || m.published.sector)
         .filter(|m| matches(&query.country, &m.attributes.country))
         .filter(|m| matches(&query.sector, &m.attributes.sector))
         .filter(|m| matches(&query.organisation, &m.attributes.organisation))

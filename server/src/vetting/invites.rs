@@ -49,9 +49,9 @@ impl Invites {
             None => i64::from(self.settings.invite_default_days) * 86_400,
             Some(s) => i64::try_from(s).unwrap_or(i64::MAX),
         };
-        if !(60..=max).contains(&secs) {
+        if !(1..=max).contains(&secs) {
             return Err(ApiError::invalid(format!(
-                "an invitation lasts from 1 minute to {} days",
+                "an invitation lasts from 1 second to {} days",
                 self.settings.invite_max_days
             )));
         }

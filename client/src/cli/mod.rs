@@ -1,0 +1,5 @@
+//! The pieces of the `escape` binary beyond argument parsing: how things are printed, and the
+//! vetting commands.
+
+pub mod output;
+pub mod vetting;

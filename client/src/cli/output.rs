@@ -1,0 +1,117 @@
+//! Human and JSON output. Everything another member wrote (message text, names, topics) goes
+//! through [`clean`] before it reaches the terminal, so nobody can send escape sequences that
+//! rewrite the screen or forge lines.
+
+use escape_proto::room::RoomSummary;
+use escape_proto::{Body, Event, Member};
+
+/// Prints JSON for scripts, or the human text.
+pub fn print<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
+    if json {
+        match serde_json::to_string(value) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("escape: cannot encode JSON: {e}"),
+        }
+    } else {
+        println!("{}", human());
+    }
+}
+
+/// Replaces control characters (escape sequences included) with visible `\u{..}` escapes;
+/// keeps tabs, and newlines as an indented continuation so a message cannot fake a new line
+/// of output.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\n        "),
+            '\t' => out.push('\t'),
+            c if c.is_control() || ('\u{2028}'..='\u{202e}').contains(&c) => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn member(me: &Member) -> String {
+    let a = &me.attributes;
+    let mut lines = vec![
+        format!("{} ({})", clean(&me.name), me.id),
+        format!(
+            "  status:       {:?}{}",
+            me.status,
+            if me.admin { ", deployment admin" } else { "" }
+        ),
+    ];
+    for (label, value) in [
+        ("email", &me.email),
+        ("organisation", &a.organisation),
+        ("country", &a.country),
+        ("sector", &a.sector),
+        ("role", &a.role),
+        ("vetting", &a.vetting),
+    ] {
+        if !value.is_empty() {
+            lines.push(format!("  {:<13} {}", format!("{label}:"), clean(value)));
+        }
+    }
+    lines.push(format!("  clearance:    {}", a.clearance));
+    lines.join("\n")
+}
+
+pub fn rooms(rooms: &[RoomSummary]) -> String {
+    if rooms.is_empty() {
+        return "no rooms yet; create one with `escape room create NAME`".into();
+    }
+    let mut out = vec![format!(
+        "{:<2}{:<28} {:>7} {:>8}  TOPIC",
+        "", "ROOM", "MEMBERS", "MESSAGES"
+    )];
+    for r in rooms {
+        out.push(format!(
+            "{:<2}{:<28} {:>7} {:>8}  {}",
+            if r.joined { "*" } else { "" },
+            r.name,
+            r.members,
+            r.head,
+            clean(&r.topic)
+        ));
+    }
+    out.push("(* = joined)".into());
+    out.join("\n")
+}
+
+pub fn event(e: &Event) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    let time = e.sent_at.format(&format).unwrap_or_default();
+    let text = match &e.body {
+        Body::Text { text } => clean(text),
+        other => format!("{other:?}"),
+    };
+    format!("#{:<5} {time}  {}: {text}", e.seq, clean(&e.sender_name))
+}
+
+pub fn timestamp(t: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]Z");
+    t.format(&format).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_cannot_reach_the_terminal() {
+        let hostile = "ok\u{1b}[2J\u{1b}]0;pwned\u{7}\r#42 admin: fake\u{202e}";
+        let shown = clean(hostile);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\\u{1b}"));
+        assert_eq!(clean("line1\nline2"), "line1\n        line2");
+    }
+}
