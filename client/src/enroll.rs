@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use escape_proto::ErrorCode;
 use escape_proto::vetting::{
-    ApplicationReceipt, ApplicationStatus, Claims, EnrollmentStatus, InviteCode, SubmitApplication,
+    ApplicationReceipt, ApplicationStatus, Claims, EnrollmentStatus, InviteCode, OidcStart,
+    SubmitApplication,
 };
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -224,9 +225,7 @@ pub fn pending(store: &ProfileStore) -> Result<Vec<Pending>, ClientError> {
 /// Asks the server about `pending`; on approval writes the profile (key, certificate, CA, age
 /// identity) and forgets the enrollment.
 pub async fn poll(store: &ProfileStore, pending: &Pending) -> Result<Outcome, ClientError> {
-    let pin: [u8; 32] = escape_certs::hex_decode(&pending.pin)
-        .and_then(|p| p.try_into().ok())
-        .ok_or_else(|| ClientError::BadProfile("the enrollment record's pin is damaged".into()))?;
+    let pin = pin_of(pending)?;
     let (http, base) = enroll_http(&pending.server, pin)?;
     let response = http
         .get(format!("{base}/enroll/v1/applications/{}", pending.id))
@@ -284,6 +283,54 @@ pub async fn poll(store: &ProfileStore, pending: &Pending) -> Result<Outcome, Cl
             Ok(Outcome::Approved(profile))
         }
     }
+}
+
+/// Starts proving the application's claims at identity provider `provider`; returns the URL
+/// the applicant opens in a browser to log in.
+pub async fn start_verification(pending: &Pending, provider: &str) -> Result<String, ClientError> {
+    let (http, base) = enroll_http(&pending.server, pin_of(pending)?)?;
+    let url = format!(
+        "{base}/enroll/v1/applications/{}/oidc/{provider}",
+        pending.id
+    );
+    let response = http
+        .post(url)
+        .bearer_auth(&pending.poll_token)
+        .send()
+        .await
+        .map_err(|e| connect_error(&pending.server, &e))?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| connect_error(&pending.server, &e))?;
+    if !status.is_success() {
+        return Err(server_error(status.as_u16(), &bytes));
+    }
+    let start: OidcStart =
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    Ok(start.authorization_url)
+}
+
+/// The identity providers the deployment trusts.
+pub async fn providers(pending: &Pending) -> Result<Vec<String>, ClientError> {
+    let (http, base) = enroll_http(&pending.server, pin_of(pending)?)?;
+    let response = http
+        .get(format!("{base}/enroll/v1/oidc/providers"))
+        .send()
+        .await
+        .map_err(|e| connect_error(&pending.server, &e))?;
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| connect_error(&pending.server, &e))?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
+fn pin_of(pending: &Pending) -> Result<[u8; 32], ClientError> {
+    escape_certs::hex_decode(&pending.pin)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| ClientError::BadProfile("the enrollment record's pin is damaged".into()))
 }
 
 fn forget(store: &ProfileStore, id: &str) -> Result<(), ClientError> {

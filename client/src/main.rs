@@ -199,6 +199,13 @@ enum EnrollCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Prove your claims by logging in at an identity provider the deployment trusts.
+    Verify {
+        application: Option<String>,
+        /// Without it, the providers are listed.
+        #[arg(long)]
+        provider: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -551,8 +558,23 @@ async fn enrollment(
     args: EnrollArgs,
     json: bool,
 ) -> Result<(), ClientError> {
-    if let Some(EnrollCommand::Status { application, wait }) = args.command {
-        return cli::vetting::status(profiles, json, application.as_deref(), wait).await;
+    match args.command {
+        Some(EnrollCommand::Status { application, wait }) => {
+            return cli::vetting::status(profiles, json, application.as_deref(), wait).await;
+        }
+        Some(EnrollCommand::Verify {
+            application,
+            provider,
+        }) => {
+            return cli::vetting::verify(
+                profiles,
+                json,
+                application.as_deref(),
+                provider.as_deref(),
+            )
+            .await;
+        }
+        None => {}
     }
     // clap makes these required when no subcommand is given.
     let missing = || {

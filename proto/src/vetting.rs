@@ -141,6 +141,37 @@ pub struct Application {
     /// Set on approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_id: Option<MemberId>,
+    /// Claims proven by a login at an identity provider, as opposed to the self-declared ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<VerifiedClaims>,
+}
+
+/// What an OpenID Connect login proved about an applicant. Every field comes from an ID token
+/// whose signature, issuer, audience, expiry and nonce were checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedClaims {
+    /// The provider's name in the server's configuration.
+    pub provider: String,
+    pub issuer: String,
+    pub subject: String,
+    /// Present only when the provider marked it verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The organisation the provider may vouch for with this email domain (server configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organisation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// `POST /enroll/v1/applications/{id}/oidc/{provider}`: where to log in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcStart {
+    pub authorization_url: String,
 }
 
 /// `GET /v1/admin/applications`.

@@ -17,6 +17,93 @@ pub struct Config {
     pub listen: SocketAddr,
     pub limits: Limits,
     pub vetting: Vetting,
+    pub oidc: Oidc,
+}
+
+/// OpenID Connect providers applicants may log in with to prove their claims.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Oidc {
+    pub providers: Vec<OidcProvider>,
+    /// Where providers send the browser back; default
+    /// `https://<enrollment address>/enroll/v1/oidc/callback`. Register it at each provider.
+    pub redirect_url: Option<String>,
+}
+
+/// One identity provider, as registered for this deployment.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProvider {
+    /// How admins and applicants name it (`escape enroll verify --provider NAME`).
+    pub name: String,
+    /// The issuer URL; discovery is read from `<issuer>/.well-known/openid-configuration`.
+    /// HTTPS, except on loopback addresses.
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: String,
+    /// Read the secret from this environment variable instead of the file.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Which organisations this provider may vouch for, by verified email domain.
+    #[serde(default)]
+    pub organisations: Vec<OrganisationRule>,
+}
+
+impl std::fmt::Debug for OidcProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProvider")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A verified email under one of `email_domains` proves membership of `organisation`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OrganisationRule {
+    pub organisation: String,
+    #[serde(default)]
+    pub country: Option<String>,
+    pub email_domains: Vec<String>,
+}
+
+impl Oidc {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for p in &self.providers {
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "oidc provider name {:?}: letters, digits, '-', '_'",
+                    p.name
+                )));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(ConfigError::Invalid(format!(
+                    "oidc provider {} is configured twice",
+                    p.name
+                )));
+            }
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|prefix| p.issuer.starts_with(prefix));
+            if !p.issuer.starts_with("https://") && !loopback {
+                return Err(ConfigError::Invalid(format!(
+                    "oidc provider {}: the issuer must use https (plain http only on loopback)",
+                    p.name
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How the deployment admits members.
@@ -36,6 +123,9 @@ pub struct Vetting {
     pub enroll_listen: SocketAddr,
     /// The address given to applicants in invitations, if not `enroll_listen`.
     pub enroll_public: Option<String>,
+    /// Organisations whose applicants must prove their identity at an OpenID provider that
+    /// may vouch for the organisation before an admin can approve them.
+    pub require_verified: Vec<String>,
 }
 
 pub const DEFAULT_ENROLL_LISTEN: &str = "127.0.0.1:8444";
@@ -50,6 +140,7 @@ impl Default for Vetting {
             member_cert_days: 90,
             enroll_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
             enroll_public: None,
+            require_verified: Vec::new(),
         }
     }
 }
@@ -154,6 +245,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     limits: Limits,
     vetting: Vetting,
+    oidc: Oidc,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,9 +284,11 @@ impl Config {
             listen: listen.or(file.listen).unwrap_or(default_listen),
             limits: file.limits,
             vetting: file.vetting,
+            oidc: file.oidc,
         };
         config.limits.validate()?;
         config.vetting.validate()?;
+        config.oidc.validate()?;
         Ok(config)
     }
 
@@ -208,6 +302,7 @@ impl Config {
                 enroll_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 ..Vetting::default()
             },
+            oidc: Oidc::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::store::{SledStore, Store};
 use crate::vetting::applications::Applications;
 use crate::vetting::invites::Invites;
 use crate::vetting::members::Members;
+use crate::vetting::oidc::RelyingParty;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -33,6 +34,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
+    #[error("OpenID Connect: {0}")]
+    Oidc(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -119,7 +122,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         config.vetting.clone(),
         layout.public_address()?,
     );
+    let oidc = Arc::new(
+        RelyingParty::new(&config.oidc, &enroll_address)
+            .map_err(|e| StartError::Oidc(e.message))?,
+    );
     let state = AppState {
+        oidc,
         gate: Gate::new(store.clone()).with_members_may_invite(config.vetting.members_may_invite),
         members: Members::new(
             registry.clone(),

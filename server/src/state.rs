@@ -14,6 +14,7 @@ use crate::sessions::Sessions;
 use crate::vetting::applications::Applications;
 use crate::vetting::invites::Invites;
 use crate::vetting::members::Members;
+use crate::vetting::oidc::RelyingParty;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -25,6 +26,7 @@ pub struct AppState {
     pub invites: Invites,
     pub applications: Applications,
     pub members: Members,
+    pub oidc: Arc<RelyingParty>,
     pub limits: Limits,
     pub vetting: Vetting,
     /// The enrollment listener's address as applicants should use it.

@@ -5,5 +5,6 @@ mod bad_input;
 mod certificates;
 mod durability;
 mod messaging;
+mod oidc;
 mod resume;
 mod vetting;

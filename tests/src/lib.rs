@@ -3,6 +3,8 @@
 //! raw TLS probes for what a hostile or broken client would send.
 #![forbid(unsafe_code)]
 
+pub mod identity_providers;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,7 +16,7 @@ use escape_client::{Channel, Client, Profile};
 use escape_proto::frame::ServerMessage;
 use escape_proto::{Attributes, Member, MemberId, MemberStatus, ProfileBundle, ServerFrame};
 use escape_server::RunningServer;
-use escape_server::config::{Config, Limits, Vetting};
+use escape_server::config::{Config, Limits, Oidc, Vetting};
 use escape_server::deployment::{self, InitOptions, Layout};
 use escape_server::registry::Registry;
 use escape_server::store::{SledStore, Store};
@@ -42,6 +44,7 @@ pub struct TestDeployment {
     enroll_addr: Option<SocketAddr>,
     pub limits: Limits,
     pub vetting: Vetting,
+    pub oidc: Oidc,
 }
 
 impl TestDeployment {
@@ -72,6 +75,7 @@ impl TestDeployment {
             enroll_addr: None,
             limits: Limits::default(),
             vetting: Config::ephemeral(Path::new(".")).vetting,
+            oidc: Oidc::default(),
         }
     }
 
@@ -133,6 +137,7 @@ impl TestDeployment {
         }
         config.limits = self.limits.clone();
         config.vetting = self.vetting.clone();
+        config.oidc = self.oidc.clone();
         if let Some(enroll) = self.enroll_addr {
             config.vetting.enroll_listen = enroll;
         }

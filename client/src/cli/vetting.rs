@@ -71,12 +71,8 @@ pub async fn apply(
     Ok(())
 }
 
-pub async fn status(
-    store: &ProfileStore,
-    json: bool,
-    id: Option<&str>,
-    wait: bool,
-) -> Result<(), ClientError> {
+/// The pending enrollment named, or the only one.
+fn choose(store: &ProfileStore, id: Option<&str>) -> Result<enroll::Pending, ClientError> {
     let all = enroll::pending(store)?;
     let chosen = match id {
         Some(id) => all.into_iter().find(|p| p.id == id),
@@ -89,11 +85,51 @@ pub async fn status(
             )));
         }
     };
-    let Some(pending) = chosen else {
-        return Err(ClientError::BadProfile(
+    chosen.ok_or_else(|| {
+        ClientError::BadProfile(
             "no enrollment is pending here; start one with `escape enroll`".into(),
-        ));
+        )
+    })
+}
+
+/// Prints the login link of an identity provider (or the providers there are).
+pub async fn verify(
+    store: &ProfileStore,
+    json: bool,
+    id: Option<&str>,
+    provider: Option<&str>,
+) -> Result<(), ClientError> {
+    let pending = choose(store, id)?;
+    let Some(provider) = provider else {
+        let names = enroll::providers(&pending).await?;
+        print(json, &names, || {
+            if names.is_empty() {
+                "this deployment trusts no identity provider".into()
+            } else {
+                format!(
+                    "identity providers: {}\nchoose one with --provider NAME",
+                    names.join(", ")
+                )
+            }
+        });
+        return Ok(());
     };
+    let url = enroll::start_verification(&pending, provider).await?;
+    print(json, &serde_json::json!({"authorization_url": url}), || {
+        format!(
+            "open this link in a browser and log in (valid for 10 minutes):\n\n  {url}\n\nthen check with `escape enroll status`"
+        )
+    });
+    Ok(())
+}
+
+pub async fn status(
+    store: &ProfileStore,
+    json: bool,
+    id: Option<&str>,
+    wait: bool,
+) -> Result<(), ClientError> {
+    let pending = choose(store, id)?;
     loop {
         match enroll::poll(store, &pending).await? {
             Outcome::Waiting(status) if wait => {

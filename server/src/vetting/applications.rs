@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use escape_proto::vetting::{
     Application, ApplicationReceipt, ApplicationStatus, Approve, AttributeUpdate, Claims,
-    Credentials, Decision, EnrollmentStatus, SubmitApplication, Vouch,
+    Credentials, Decision, EnrollmentStatus, SubmitApplication, VerifiedClaims, Vouch,
 };
 use escape_proto::{Attributes, ErrorCode, Member};
 use serde::{Deserialize, Serialize};
@@ -94,6 +94,7 @@ impl Applications {
                 vouches_needed: self.settings.sponsors_required,
                 decision: None,
                 member_id: None,
+                verified: None,
             },
             csr_pem: request.csr_pem,
             age_recipient: request.age_recipient.trim().to_owned(),
@@ -110,13 +111,49 @@ impl Applications {
         })
     }
 
-    /// What the applicant may know: progress, the decision, and once approved its credentials.
-    pub fn status(&self, id: &str, poll_token: &str) -> Result<EnrollmentStatus, ApiError> {
+    /// Loads an application for its applicant, who proves itself with the poll token.
+    fn for_applicant(&self, id: &str, poll_token: &str) -> Result<ApplicationRecord, ApiError> {
         let (_, record) = self.load(id)?;
         if sha256_hex(poll_token.as_bytes()) != record.poll_token_hash {
             // The same answer as for an unknown id: a wrong token reveals nothing.
             return Err(not_found(id));
         }
+        Ok(record)
+    }
+
+    /// Checks that the applicant may start an identity verification now.
+    pub fn may_verify(&self, id: &str, poll_token: &str) -> Result<(), ApiError> {
+        let record = self.for_applicant(id, poll_token)?;
+        if record.application.status != ApplicationStatus::Pending {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "this application has already been decided",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records what an identity provider proved about the applicant.
+    pub fn record_verified(
+        &self,
+        id: &str,
+        verified: VerifiedClaims,
+    ) -> Result<Application, ApiError> {
+        self.modify(id, |record| {
+            if record.application.status != ApplicationStatus::Pending {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "this application has already been decided",
+                ));
+            }
+            record.application.verified = Some(verified);
+            Ok(())
+        })
+    }
+
+    /// What the applicant may know: progress, the decision, and once approved its credentials.
+    pub fn status(&self, id: &str, poll_token: &str) -> Result<EnrollmentStatus, ApiError> {
+        let record = self.for_applicant(id, poll_token)?;
         let app = &record.application;
         let credentials = match (&app.member_id, &record.cert_pem) {
             (Some(member_id), Some(cert_pem)) => Some(Credentials {
@@ -223,6 +260,7 @@ impl Applications {
             member.age_recipient = Some(record.age_recipient.clone());
             apply_update(&mut member, &request.attributes)?;
             check_sponsors(app, &member.attributes.organisation, self.settings.sponsors_required)?;
+            check_verification(app, &member.attributes.organisation, &self.settings.require_verified)?;
             let signed = self
                 .pki
                 .sign_member_request(&record.csr_pem, &member.id, &member.name, self.settings.member_cert_days)
@@ -335,6 +373,35 @@ fn check_sponsors(app: &Application, organisation: &str, required: u32) -> Resul
     Ok(())
 }
 
+/// For organisations that demand it, a login at a provider that vouches for that organisation.
+fn check_verification(
+    app: &Application,
+    organisation: &str,
+    required_for: &[String],
+) -> Result<(), ApiError> {
+    if !required_for
+        .iter()
+        .any(|o| o.trim().eq_ignore_ascii_case(organisation.trim()))
+    {
+        return Ok(());
+    }
+    let proven = app
+        .verified
+        .as_ref()
+        .and_then(|v| v.organisation.as_deref())
+        .is_some_and(|o| o.trim().eq_ignore_ascii_case(organisation.trim()));
+    if proven {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Precondition,
+            format!(
+                "{organisation} requires a verified identity: the applicant must log in at an identity provider that vouches for {organisation} (`escape enroll verify`)"
+            ),
+        ))
+    }
+}
+
 /// Applies an admin's attribute update, validating every field it sets.
 pub fn apply_update(member: &mut Member, update: &AttributeUpdate) -> Result<(), ApiError> {
     let attrs = &mut member.attributes;
@@ -433,6 +500,7 @@ mod tests {
             vouches_needed: 2,
             decision: None,
             member_id: None,
+            verified: None,
         }
     }
 

@@ -5,11 +5,13 @@
 //!   certificate issuance for the applicant's own key.
 //! - [`members`]: the lifecycle (suspend, reinstate, revoke, attribute changes) and renewal.
 //! - [`directory`]: who's who, showing only what each member publishes.
+//! - [`oidc`]: proving claims by a login at an OpenID provider.
 
 pub mod applications;
 pub mod directory;
 pub mod invites;
 pub mod members;
+pub mod oidc;
 
 /// Random bytes from the operating system.
 pub(crate) fn random<const N: usize>() -> Result<[u8; N], crate::error::ApiError> {
