@@ -137,6 +137,8 @@ enum ProfileCommand {
     },
     /// List imported profiles.
     List,
+    /// Point a profile at another server address (`host:port`).
+    SetServer { name: String, server: String },
     /// Make a profile the default.
     Use { name: String },
 }
@@ -740,6 +742,19 @@ fn profile(
                         })
                         .collect::<Vec<_>>()
                         .join("\n")
+                },
+            );
+        }
+        ProfileCommand::SetServer { name, server } => {
+            let profile = profiles.set_server(&name, &server)?;
+            print(
+                json,
+                &serde_json::json!({"name": profile.name, "server": profile.server}),
+                || {
+                    format!(
+                        "profile {} now connects to {}",
+                        profile.name, profile.server
+                    )
                 },
             );
         }

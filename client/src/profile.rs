@@ -159,6 +159,14 @@ impl ProfileStore {
         Ok(())
     }
 
+    /// Points a profile at another server address (the deployment moved, or a port changed).
+    pub fn set_server(&self, name: &str, server: &str) -> Result<Profile, ClientError> {
+        let mut profile = self.load(Some(name))?;
+        profile.server = server.to_owned();
+        self.save(&profile)?;
+        Ok(profile)
+    }
+
     /// Stores the member's age identity (file decryption key) beside its TLS key, mode 0600.
     pub fn save_age_identity(&self, name: &str, identity: &str) -> Result<(), ClientError> {
         write_file(&self.dir(name).join("age.key"), identity, 0o600)

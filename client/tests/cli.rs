@@ -157,3 +157,125 @@ async fn the_walkthrough_works_from_the_command_line() {
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("hint:"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_member_enrolls_from_the_command_line() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let admin_home = tempfile::tempdir().expect("tempdir");
+    let applicant_home = tempfile::tempdir().expect("tempdir");
+    let options = InitOptions {
+        public_address: "127.0.0.1:0".into(),
+        ..InitOptions::default()
+    };
+    let done = deployment::init(data.path(), &options).expect("init");
+    let mut config = Config::ephemeral(data.path());
+    config.vetting.sponsors_required = 1;
+    let server = escape_server::start(config).await.expect("start");
+    let addr = server.local_addr().to_string();
+    let admin = Cli {
+        config_dir: admin_home.path(),
+    };
+    let applicant = Cli {
+        config_dir: applicant_home.path(),
+    };
+    admin.ok(&[
+        "profile",
+        "import",
+        done.admin_profile.to_str().expect("path"),
+        "--server",
+        &addr,
+    ]);
+
+    let invite = admin.json(&["invite", "create", "--expires", "2h"]);
+    let code = invite["code"].as_str().expect("code");
+    let enroll_address = invite["enroll_address"].as_str().expect("address");
+    assert_eq!(enroll_address, server.enroll_addr().to_string());
+
+    let applied = applicant.json(&[
+        "enroll",
+        "--server",
+        enroll_address,
+        "--invite",
+        code,
+        "--name",
+        "Ana Tamm",
+        "--email",
+        "ana@cert.example",
+        "--org",
+        "CERT-EE",
+        "--country",
+        "ee",
+        "--sector",
+        "government",
+    ]);
+    let id = applied["application"].as_str().expect("id").to_owned();
+    let out = applicant.ok(&["enroll", "status"]);
+    assert!(out.contains("pending: 0 of 1 vouches"), "{out}");
+    let (code_used, _) = applicant.code(&[
+        "enroll",
+        "--server",
+        enroll_address,
+        "--invite",
+        code,
+        "--name",
+        "Max",
+        "--email",
+        "max@x.example",
+        "--org",
+        "X",
+        "--country",
+        "DE",
+    ]);
+    assert_eq!(code_used, 5, "an invitation admits one application");
+
+    let listed = admin.ok(&["admin", "applications", "--status", "pending"]);
+    assert!(
+        listed.contains(&id) && listed.contains("Ana Tamm"),
+        "{listed}"
+    );
+    assert!(
+        admin
+            .ok(&["vouch", &id, "--comment", "known from FIRST"])
+            .contains("1 of 1")
+    );
+    let shown = admin.ok(&["admin", "application", "show", &id]);
+    assert!(
+        shown.contains("self-declared") && shown.contains("known from FIRST"),
+        "{shown}"
+    );
+    let approved = admin.json(&["admin", "approve", &id, "--attr", "role=cert-lead"]);
+    let member_id = approved["member_id"]
+        .as_str()
+        .expect("member id")
+        .to_owned();
+
+    let out = applicant.ok(&["enroll", "status"]);
+    assert!(
+        out.contains("approved") && out.contains("ana-tamm"),
+        "{out}"
+    );
+    // The profile carries the public address written at init (port 0 here): point it at the server.
+    applicant.ok(&["profile", "set-server", "ana-tamm", &addr]);
+    let me = applicant.json(&["--profile", "ana-tamm", "whoami"]);
+    assert_eq!(me["id"], member_id.as_str());
+    assert_eq!(me["attributes"]["role"], "cert-lead");
+
+    let directory = admin.ok(&["directory", "--org", "CERT-EE"]);
+    assert!(directory.contains("Ana Tamm"), "{directory}");
+    assert!(applicant.ok(&["renew"]).contains("renewed"));
+    applicant.json(&["--profile", "ana-tamm", "whoami"]);
+
+    assert!(
+        admin
+            .ok(&["admin", "suspend", &member_id, "--reason", "review"])
+            .contains("Suspended")
+    );
+    let (code, stderr) = applicant.code(&["whoami"]);
+    assert_eq!(code, 5, "{stderr}");
+    let history = admin.ok(&["admin", "member", "history", &member_id]);
+    assert!(
+        history.contains("status: Active -> Suspended") && history.contains("(review)"),
+        "{history}"
+    );
+    server.shutdown().await;
+}
