@@ -27,14 +27,21 @@ pub struct Ack {
 }
 
 impl Channel {
+    /// Connects, with 15 seconds for TCP, TLS and the upgrade together.
     pub async fn connect(client: &Client) -> Result<Self, ClientError> {
-        let tcp = TcpStream::connect(client.addr)
+        let connect_error = |message: String| ClientError::Connect {
+            server: client.profile.server.clone(),
+            message,
+        };
+        let attempt = async {
+            let tcp = TcpStream::connect(client.addr)
+                .await
+                .map_err(|e| connect_error(e.to_string()))?;
+            Self::over(client, tcp).await
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(15), attempt)
             .await
-            .map_err(|e| ClientError::Connect {
-                server: client.profile.server.clone(),
-                message: e.to_string(),
-            })?;
-        Self::over(client, tcp).await
+            .map_err(|_| connect_error("timed out after 15 s".into()))?
     }
 
     /// Opens the channel over a TCP connection the caller made (to tune its socket, say).

@@ -10,6 +10,11 @@ use crate::api::Client;
 use crate::channel::Channel;
 use crate::error::ClientError;
 
+/// How long a quiet connection goes before the tail checks it with a ping.
+const IDLE: Duration = Duration::from_secs(30);
+/// How long the answer to that ping may take.
+const PING_ANSWER: Duration = Duration::from_secs(10);
+
 /// What a tail reports to its caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TailEvent {
@@ -99,7 +104,26 @@ impl Tail {
         if on(TailEvent::Connected { head }).is_break() {
             return Ok(ControlFlow::Break(()));
         }
-        while let Some(message) = channel.next().await? {
+        loop {
+            let message = match tokio::time::timeout(IDLE, channel.next()).await {
+                Ok(next) => match next? {
+                    Some(message) => message,
+                    None => break,
+                },
+                Err(_) => {
+                    // Quiet for a while: make sure the connection is alive, not half-open.
+                    let id = channel.request(escape_proto::ClientFrame::Ping).await?;
+                    match tokio::time::timeout(PING_ANSWER, channel.answer(&id)).await {
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => {
+                            return Err(ClientError::Closed(Some(
+                                "the server did not answer a ping".into(),
+                            )));
+                        }
+                    }
+                }
+            };
             match message.frame {
                 ServerFrame::Event(event) if event.room == self.room => {
                     if self.last.is_some_and(|last| event.seq <= last) {
