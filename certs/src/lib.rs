@@ -198,15 +198,7 @@ impl Ca {
         validity: Validity,
         adjust: impl FnOnce(&mut CertificateParams),
     ) -> Result<IssuedCert, CertError> {
-        let mut params = leaf_params(name(display_name, None), validity);
-        params.subject_alt_names = vec![SanType::URI(
-            member
-                .to_uri()
-                .as_str()
-                .try_into()
-                .map_err(|_| CertError::NoMemberId)?,
-        )];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut params = member_params(member, display_name, validity)?;
         adjust(&mut params);
         self.sign(params)
     }
@@ -237,15 +229,7 @@ impl Ca {
     ) -> Result<SignedCert, CertError> {
         let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| CertError::Request(e.to_string()))?;
-        let mut params = leaf_params(name(display_name, None), validity);
-        params.subject_alt_names = vec![SanType::URI(
-            member
-                .to_uri()
-                .as_str()
-                .try_into()
-                .map_err(|_| CertError::NoMemberId)?,
-        )];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let params = member_params(member, display_name, validity)?;
         let serial = serial_hex(&params);
         let not_after = params.not_after;
         let cert = rcgen::CertificateSigningRequestParams {
@@ -318,6 +302,25 @@ fn name(common_name: &str, organisation: Option<&str>) -> DistinguishedName {
         dn.push(DnType::OrganizationName, org);
     }
     dn
+}
+
+/// The member certificate profile: the member URI as the only name the server reads, client
+/// authentication only.
+fn member_params(
+    member: &MemberId,
+    display_name: &str,
+    validity: Validity,
+) -> Result<CertificateParams, CertError> {
+    let mut params = leaf_params(name(display_name, None), validity);
+    params.subject_alt_names = vec![SanType::URI(
+        member
+            .to_uri()
+            .as_str()
+            .try_into()
+            .map_err(|_| CertError::NoMemberId)?,
+    )];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
 }
 
 fn leaf_params(dn: DistinguishedName, validity: Validity) -> CertificateParams {

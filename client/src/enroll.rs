@@ -111,6 +111,26 @@ fn enroll_http(server: &str, pin: [u8; 32]) -> Result<(reqwest::Client, String),
     Ok((http, format!("https://{server}")))
 }
 
+/// Sends a request to the enrollment listener and reads the JSON answer or the coded error.
+async fn call<T: serde::de::DeserializeOwned>(
+    server: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<T, ClientError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| connect_error(server, &e))?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| connect_error(server, &e))?;
+    if !status.is_success() {
+        return Err(server_error(status.as_u16(), &bytes));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
 /// An enrollment in progress, kept under `<config>/enrollments/<id>/`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pending {
@@ -169,22 +189,12 @@ pub async fn apply(
         csr_pem,
         age_recipient: recipient,
     };
-    let response = http
-        .post(format!("{base}/enroll/v1/applications"))
-        .json(&request)
-        .send()
-        .await
-        .map_err(|e| connect_error(server, &e))?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| connect_error(server, &e))?;
-    if !status.is_success() {
-        return Err(server_error(status.as_u16(), &bytes));
-    }
-    let receipt: ApplicationReceipt =
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let receipt: ApplicationReceipt = call(
+        server,
+        http.post(format!("{base}/enroll/v1/applications"))
+            .json(&request),
+    )
+    .await?;
     let pending = Pending {
         id: receipt.id,
         server: server.to_owned(),
@@ -227,22 +237,12 @@ pub fn pending(store: &ProfileStore) -> Result<Vec<Pending>, ClientError> {
 pub async fn poll(store: &ProfileStore, pending: &Pending) -> Result<Outcome, ClientError> {
     let pin = pin_of(pending)?;
     let (http, base) = enroll_http(&pending.server, pin)?;
-    let response = http
-        .get(format!("{base}/enroll/v1/applications/{}", pending.id))
-        .bearer_auth(&pending.poll_token)
-        .send()
-        .await
-        .map_err(|e| connect_error(&pending.server, &e))?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| connect_error(&pending.server, &e))?;
-    if !status.is_success() {
-        return Err(server_error(status.as_u16(), &bytes));
-    }
-    let answer: EnrollmentStatus =
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let answer: EnrollmentStatus = call(
+        &pending.server,
+        http.get(format!("{base}/enroll/v1/applications/{}", pending.id))
+            .bearer_auth(&pending.poll_token),
+    )
+    .await?;
     match answer.status {
         ApplicationStatus::Pending => Ok(Outcome::Waiting(answer)),
         ApplicationStatus::Rejected => {
@@ -293,38 +293,22 @@ pub async fn start_verification(pending: &Pending, provider: &str) -> Result<Str
         "{base}/enroll/v1/applications/{}/oidc/{provider}",
         pending.id
     );
-    let response = http
-        .post(url)
-        .bearer_auth(&pending.poll_token)
-        .send()
-        .await
-        .map_err(|e| connect_error(&pending.server, &e))?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| connect_error(&pending.server, &e))?;
-    if !status.is_success() {
-        return Err(server_error(status.as_u16(), &bytes));
-    }
-    let start: OidcStart =
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let start: OidcStart = call(
+        &pending.server,
+        http.post(url).bearer_auth(&pending.poll_token),
+    )
+    .await?;
     Ok(start.authorization_url)
 }
 
 /// The identity providers the deployment trusts.
 pub async fn providers(pending: &Pending) -> Result<Vec<String>, ClientError> {
     let (http, base) = enroll_http(&pending.server, pin_of(pending)?)?;
-    let response = http
-        .get(format!("{base}/enroll/v1/oidc/providers"))
-        .send()
-        .await
-        .map_err(|e| connect_error(&pending.server, &e))?;
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| connect_error(&pending.server, &e))?;
-    serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+    call(
+        &pending.server,
+        http.get(format!("{base}/enroll/v1/oidc/providers")),
+    )
+    .await
 }
 
 fn pin_of(pending: &Pending) -> Result<[u8; 32], ClientError> {
