@@ -225,7 +225,12 @@ pub fn add_member_with(
         )));
     }
     let (bundle, serial, not_after) = issue_profile(layout, ca, &member, file_stem)?;
-    registry.put(&member)?;
+    // Registered by the operator at the console: the member's own id stands for "by".
+    registry.create(
+        &member,
+        &member.id,
+        "registered offline by the deployment operator",
+    )?;
     crate::pki::record_issued(registry.store(), &member.id, &serial, not_after)?;
     let json = serde_json::to_string_pretty(&bundle)
         .map_err(|e| DeploymentError::Member(e.to_string()))?;

@@ -185,10 +185,12 @@ impl Rooms {
 
     /// The sequencing state of a room, loaded from the store on first use.
     fn log(&self, room: &RoomName) -> Result<Arc<RoomLog>, ApiError> {
-        let mut logs = self.logs.lock().map_err(|_| lock_poisoned())?;
-        if let Some(log) = logs.get(room) {
+        if let Some(log) = self.logs.lock().map_err(|_| lock_poisoned())?.get(room) {
             return Ok(log.clone());
         }
+        // Read the newest sequence without holding the map: other rooms stay available. If two
+        // callers race here, the first to insert wins and both use its log; the value they read
+        // is the same, since appends need the log first.
         let last = self
             .store
             .scan(
@@ -203,8 +205,8 @@ impl Rooms {
             last: Mutex::new(last),
             durable: Arc::new(DurableHead::new(last)),
         });
-        logs.insert(room.clone(), log.clone());
-        Ok(log)
+        let mut logs = self.logs.lock().map_err(|_| lock_poisoned())?;
+        Ok(logs.entry(room.clone()).or_insert(log).clone())
     }
 
     /// Stores a message under the room's next sequence, or finds the sequence a retry of the same
