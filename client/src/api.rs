@@ -87,7 +87,7 @@ impl Client {
         name: RoomName,
         topic: String,
     ) -> Result<RoomSummary, ClientError> {
-        let body = CreateRoom { name, topic };
+        let body = CreateRoom::new(name, topic);
         self.call(self.http.post(self.url("/v1/rooms")).json(&body))
             .await
     }

@@ -88,6 +88,10 @@ pub struct Attributes {
     pub clearance: u8,
     /// How far vetting has gone (for example `applicant`, `vetted`, `founding`).
     pub vetting: String,
+    /// Organisations this member's organisation serves as clients (a national CERT's
+    /// constituents): how far TLP:AMBER may reach.
+    #[serde(default)]
+    pub clients: Vec<String>,
 }
 
 /// A member as the server reports it (`GET /v1/me`).

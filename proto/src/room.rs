@@ -77,12 +77,67 @@ pub struct RoomList {
     pub rooms: Vec<RoomSummary>,
 }
 
-/// `POST /v1/rooms`. The creator joins the room at once.
+/// `POST /v1/rooms`. The creator joins the room at once and administers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateRoom {
     pub name: RoomName,
     #[serde(default)]
     pub topic: String,
+    /// The highest TLP label allowed in the room (default `AMBER`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlp_max: Option<String>,
+    /// A classification level policies can compare with clearances (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+impl CreateRoom {
+    pub fn new(name: RoomName, topic: impl Into<String>) -> Self {
+        Self {
+            name,
+            topic: topic.into(),
+            tlp_max: None,
+            classification: None,
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// A room's access policy (`GET`/`PUT /v1/rooms/{room}/policy`, `/v1/policy` for the deployment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDocument {
+    /// Cedar policy text.
+    pub text: String,
+    /// 0 while the default applies.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// The outcome of a policy dry run: who would gain or lose what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyImpact {
+    pub changes: Vec<AccessChange>,
+    /// How many active members were checked.
+    pub members_checked: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessChange {
+    pub member: crate::member::MemberId,
+    pub name: String,
+    /// `read ops`, `invite`, ...
+    pub gains: Vec<String>,
+    pub loses: Vec<String>,
+}
+
+/// A ready policy a deployment or room can start from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyTemplate {
+    pub name: String,
+    pub admits: String,
+    pub text: String,
 }
 
 /// Query of `GET /v1/rooms/{room}/messages`.

@@ -361,6 +361,7 @@ impl From<&Claims> for Attributes {
             role: claims.role.clone(),
             clearance: 0,
             vetting: "vetted".into(),
+            clients: Vec::new(),
         }
     }
 }

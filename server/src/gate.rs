@@ -5,9 +5,9 @@
 //! nowhere else, and the operations that act on rooms take one, so no handler can run an action
 //! without a decision for that very action (the type parameter names it).
 //!
-//! Today's rules are the foundation's: the principal must be an active member (guaranteed by
-//! [`Principal`]), and room actions other than joining need membership of the room. The
-//! attribute-based policy plugs in here, behind the same signature.
+//! Two layers decide, in this order: structural rules no policy can change (an active principal,
+//! an existing room, membership of it, admin rights for admin actions), then the attribute-based
+//! Cedar policy of the deployment and of the room ([`crate::policy`]), deny by default.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use escape_proto::{ErrorCode, RoomName};
 
 use crate::error::ApiError;
 use crate::identity::Principal;
+use crate::policy::{PolicyEngine, Target};
 use crate::store::{Store, keys};
 
 /// What the gate needs to know about an action.
@@ -41,6 +42,8 @@ pub enum ActionKind {
     ReadDirectory,
     /// Renewing one's own certificate, choosing what one publishes.
     ManageSelf,
+    /// Changing a room's policy (its admin, or a deployment admin).
+    ManageRoom,
 }
 
 mod sealed {
@@ -57,7 +60,8 @@ pub trait Action: sealed::Sealed + std::fmt::Debug {
 
 /// A resource the gate can decide on.
 pub trait Resource: Clone + std::fmt::Debug {
-    fn room(&self) -> Option<&RoomName>;
+    /// The resource as the policy sees it, read from the store now.
+    fn target(&self, gate: &Gate) -> Result<Target, ApiError>;
 }
 
 /// The deployment itself, for actions that are not about one room.
@@ -65,20 +69,26 @@ pub trait Resource: Clone + std::fmt::Debug {
 pub struct Deployment;
 
 impl Resource for Deployment {
-    fn room(&self) -> Option<&RoomName> {
-        None
+    fn target(&self, _gate: &Gate) -> Result<Target, ApiError> {
+        Ok(Target::Deployment)
     }
 }
 
 impl Resource for RoomName {
-    fn room(&self) -> Option<&RoomName> {
-        Some(self)
+    fn target(&self, gate: &Gate) -> Result<Target, ApiError> {
+        Ok(Target::Room(gate.room(self)?.attributes()))
     }
 }
 
 impl Resource for escape_proto::MemberId {
-    fn room(&self) -> Option<&RoomName> {
-        None
+    fn target(&self, gate: &Gate) -> Result<Target, ApiError> {
+        let key = keys::member(self);
+        let member = match gate.store.get(&key)? {
+            Some(bytes) => crate::store::value::decode(&key, &bytes)?,
+            // An unknown target still gets a decision; the handler then reports not_found.
+            None => escape_proto::Member::new(self.clone(), ""),
+        };
+        Ok(Target::Member(Box::new(member)))
     }
 }
 
@@ -87,8 +97,8 @@ impl Resource for escape_proto::MemberId {
 pub struct ApplicationRef(pub String);
 
 impl Resource for ApplicationRef {
-    fn room(&self) -> Option<&RoomName> {
-        None
+    fn target(&self, _gate: &Gate) -> Result<Target, ApiError> {
+        Ok(Target::Application(self.0.clone()))
     }
 }
 
@@ -125,6 +135,7 @@ actions! {
     ManageMembers => escape_proto::MemberId,
     ReadDirectory => super::Deployment,
     ManageSelf => super::Deployment,
+    ManageRoom => escape_proto::RoomName,
 }
 
 /// Proof that the gate allowed `principal` to perform `A` on `resource`. Only the gate makes one.
@@ -148,13 +159,15 @@ impl<A: Action> Authorized<A> {
 #[derive(Debug, Clone)]
 pub struct Gate {
     store: Arc<dyn Store>,
+    policy: Arc<PolicyEngine>,
     members_may_invite: bool,
 }
 
 impl Gate {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, policy: Arc<PolicyEngine>) -> Self {
         Self {
             store,
+            policy,
             members_may_invite: false,
         }
     }
@@ -171,41 +184,55 @@ impl Gate {
         principal: &Principal,
         resource: A::Resource,
     ) -> Result<Authorized<A>, ApiError> {
+        self.authorize_frame::<A>(principal, resource, "http")
+    }
+
+    /// Decides, telling the policy which kind of frame asked (policies may look at it).
+    ///
+    /// First the rules no policy can change: an active principal (guaranteed by [`Principal`]),
+    /// an existing room, membership of the room for everything but joining, admin rights for
+    /// admin actions. Then the attribute-based policy, which denies by default.
+    pub fn authorize_frame<A: Action>(
+        &self,
+        principal: &Principal,
+        resource: A::Resource,
+        frame: &str,
+    ) -> Result<Authorized<A>, ApiError> {
+        let member = principal.member();
         match A::KIND {
-            ActionKind::ReadSelf
-            | ActionKind::ListRooms
-            | ActionKind::CreateRoom
-            | ActionKind::Vouch
-            | ActionKind::ReadDirectory
-            | ActionKind::ManageSelf => {}
-            ActionKind::CreateInvite => {
-                if !(principal.member().admin || self.members_may_invite) {
-                    return Err(ApiError::new(
-                        ErrorCode::Forbidden,
-                        "only deployment admins may invite on this deployment",
-                    ));
+            ActionKind::CreateInvite if !(member.admin || self.members_may_invite) => {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "only deployment admins may invite on this deployment",
+                ));
+            }
+            ActionKind::ManageApplications | ActionKind::ManageMembers if !member.admin => {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "this needs a deployment admin",
+                ));
+            }
+            _ => {}
+        }
+        let target = resource.target(self)?;
+        if let Target::Room(room) = &target {
+            match A::KIND {
+                ActionKind::JoinRoom => {}
+                ActionKind::ManageRoom => {
+                    if !member.admin && self.room_admin(&room.name)? != *principal.id() {
+                        return Err(ApiError::new(
+                            ErrorCode::Forbidden,
+                            format!(
+                                "only the admin of {} or a deployment admin may change it",
+                                room.name
+                            ),
+                        ));
+                    }
                 }
-            }
-            ActionKind::ManageApplications | ActionKind::ManageMembers => {
-                if !principal.member().admin {
-                    return Err(ApiError::new(
-                        ErrorCode::Forbidden,
-                        "this needs a deployment admin",
-                    ));
-                }
-            }
-            ActionKind::JoinRoom => {
-                self.room_exists(&resource)?;
-            }
-            ActionKind::LeaveRoom
-            | ActionKind::ReadHistory
-            | ActionKind::Subscribe
-            | ActionKind::Send
-            | ActionKind::Deliver => {
-                self.room_exists(&resource)?;
-                self.is_member(principal, &resource)?;
+                _ => self.is_member(principal, &room.name)?,
             }
         }
+        self.policy.decide(member, A::KIND, &target, frame)?;
         Ok(Authorized {
             principal: principal.clone(),
             resource,
@@ -213,29 +240,23 @@ impl Gate {
         })
     }
 
-    fn room_exists(&self, resource: &impl Resource) -> Result<(), ApiError> {
-        let Some(room) = resource.room() else {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "this action needs a room",
-            ));
-        };
-        if self.store.get(&keys::room(room))?.is_none() {
+    /// The stored room, or `room_not_found`.
+    pub(crate) fn room(&self, room: &RoomName) -> Result<crate::rooms::RoomRecord, ApiError> {
+        let key = keys::room(room);
+        let Some(bytes) = self.store.get(&key)? else {
             return Err(ApiError::new(
                 ErrorCode::RoomNotFound,
                 format!("there is no room {room}"),
             ));
-        }
-        Ok(())
+        };
+        Ok(crate::store::value::decode(&key, &bytes)?)
     }
 
-    fn is_member(&self, principal: &Principal, resource: &impl Resource) -> Result<(), ApiError> {
-        let Some(room) = resource.room() else {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "this action needs a room",
-            ));
-        };
+    fn room_admin(&self, room: &RoomName) -> Result<escape_proto::MemberId, ApiError> {
+        Ok(self.room(room)?.created_by)
+    }
+
+    fn is_member(&self, principal: &Principal, room: &RoomName) -> Result<(), ApiError> {
         if self
             .store
             .get(&keys::room_member(room, principal.id()))?
@@ -247,6 +268,10 @@ impl Gate {
             ));
         }
         Ok(())
+    }
+
+    pub fn policy(&self) -> &crate::policy::PolicyEngine {
+        &self.policy
     }
 }
 
@@ -273,13 +298,27 @@ mod tests {
     fn every_room_action_needs_membership_and_an_existing_room() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let registry = Registry::new(store.clone());
-        let gate = Gate::new(store.clone());
+        let policy = Arc::new(PolicyEngine::load(store.clone()).expect("policy"));
+        let gate = Gate::new(store.clone(), policy);
         let inside = member(&registry, "inside", MemberStatus::Active);
         let outside = member(&registry, "outside", MemberStatus::Active);
         let room = RoomName::parse("ops").expect("room");
         let mut batch = Batch::default();
         batch
-            .put(keys::room(&room), value::encode(&"room").expect("encode"))
+            .put(
+                keys::room(&room),
+                value::encode(&crate::rooms::RoomRecord {
+                    name: room.clone(),
+                    topic: String::new(),
+                    created_by: inside.clone(),
+                    created_at: time::OffsetDateTime::now_utc(),
+                    tlp_max: "AMBER".into(),
+                    classification: 0,
+                    owner_organisation: String::new(),
+                    tags: Vec::new(),
+                })
+                .expect("encode"),
+            )
             .put(
                 keys::room_member(&room, &inside),
                 value::encode(&"m").expect("encode"),

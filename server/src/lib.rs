@@ -16,6 +16,7 @@ pub mod http;
 pub mod identity;
 pub mod listener;
 pub mod pki;
+pub mod policy;
 pub mod registry;
 pub mod rooms;
 pub mod server;

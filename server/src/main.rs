@@ -115,6 +115,7 @@ fn main() -> anyhow::Result<()> {
                 role,
                 clearance,
                 vetting: "vetted".into(),
+                clients: Vec::new(),
             };
             let path = deployment::add_member_with(
                 &layout,

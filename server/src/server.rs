@@ -14,6 +14,7 @@ use crate::deployment::{DeploymentError, Layout};
 use crate::gate::Gate;
 use crate::listener::TlsSource;
 use crate::pki::Pki;
+use crate::policy::PolicyEngine;
 use crate::registry::Registry;
 use crate::rooms::Rooms;
 use crate::sessions::Sessions;
@@ -34,6 +35,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("OpenID Connect: {0}")]
     Oidc(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -122,13 +125,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         config.vetting.clone(),
         layout.public_address()?,
     );
+    let policy = Arc::new(PolicyEngine::load(store.clone())?);
     let oidc = Arc::new(
         RelyingParty::new(&config.oidc, &enroll_address)
             .map_err(|e| StartError::Oidc(e.message))?,
     );
     let state = AppState {
         oidc,
-        gate: Gate::new(store.clone()).with_members_may_invite(config.vetting.members_may_invite),
+        gate: Gate::new(store.clone(), policy)
+            .with_members_may_invite(config.vetting.members_may_invite),
         members: Members::new(
             registry.clone(),
             pki.clone(),

@@ -109,6 +109,7 @@ impl TestDeployment {
             role: "analyst".into(),
             clearance: 1,
             vetting: "vetted".into(),
+            clients: Vec::new(),
         };
         let path = deployment::add_member_with(
             &self.layout,

@@ -24,12 +24,41 @@ pub use commit::{Committer, DurableHead};
 
 /// A room as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct RoomRecord {
-    name: RoomName,
-    topic: String,
-    created_by: MemberId,
+pub struct RoomRecord {
+    pub name: RoomName,
+    pub topic: String,
+    /// The room's admin: may change its policy.
+    pub created_by: MemberId,
     #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+    #[serde(default = "default_tlp_max")]
+    pub tlp_max: String,
+    #[serde(default)]
+    pub classification: u8,
+    #[serde(default)]
+    pub owner_organisation: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+fn default_tlp_max() -> String {
+    "AMBER".into()
+}
+
+/// The TLP 2.0 labels, in widening order of who may see them.
+pub const TLP_LABELS: &[&str] = &["RED", "AMBER+STRICT", "AMBER", "GREEN", "CLEAR"];
+
+impl RoomRecord {
+    /// What policies see of the room.
+    pub fn attributes(&self) -> crate::policy::RoomAttributes {
+        crate::policy::RoomAttributes {
+            name: self.name.clone(),
+            classification: self.classification,
+            tlp_max: self.tlp_max.clone(),
+            owner_organisation: self.owner_organisation.clone(),
+            tags: self.tags.clone(),
+        }
+    }
 }
 
 /// A membership as stored.
@@ -88,11 +117,28 @@ impl Rooms {
         if request.topic.len() > 512 {
             return Err(ApiError::invalid("a room topic is at most 512 bytes"));
         }
+        let tlp_max = request
+            .tlp_max
+            .map(|t| t.trim().trim_start_matches("TLP:").to_uppercase())
+            .unwrap_or_else(default_tlp_max);
+        if !TLP_LABELS.contains(&tlp_max.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "tlp_max: one of {}",
+                TLP_LABELS.join(", ")
+            )));
+        }
+        if request.tags.len() > 16 || request.tags.iter().any(|t| t.is_empty() || t.len() > 32) {
+            return Err(ApiError::invalid("tags: at most 16, each 1 to 32 bytes"));
+        }
         let record = RoomRecord {
             name: request.name.clone(),
             topic: request.topic,
             created_by: auth.principal().id().clone(),
             created_at: OffsetDateTime::now_utc(),
+            tlp_max,
+            classification: request.classification.unwrap_or(0),
+            owner_organisation: auth.principal().member().attributes.organisation.clone(),
+            tags: request.tags,
         };
         let key = keys::room(&record.name);
         if self
@@ -374,7 +420,8 @@ mod tests {
         registry.put(&Member::new(id.clone(), "m1")).expect("put");
         let principal = Principal::resolve_id(&registry, &id).expect("principal");
         let (rooms, _task) = Rooms::new(store.clone(), Limits::default());
-        (Gate::new(store), rooms, principal)
+        let policy = Arc::new(crate::policy::PolicyEngine::load(store.clone()).expect("policy"));
+        (Gate::new(store, policy), rooms, principal)
     }
 
     fn room() -> RoomName {
@@ -388,13 +435,7 @@ mod tests {
             .authorize::<action::CreateRoom>(&principal, Deployment)
             .expect("create");
         rooms
-            .create(
-                &create,
-                CreateRoom {
-                    name: room(),
-                    topic: String::new(),
-                },
-            )
+            .create(&create, CreateRoom::new(room(), ""))
             .expect("created");
         let send = gate
             .authorize::<action::Send>(&principal, room())
@@ -437,10 +478,7 @@ mod tests {
         let create = gate
             .authorize::<action::CreateRoom>(&principal, Deployment)
             .expect("create");
-        let request = CreateRoom {
-            name: room(),
-            topic: String::new(),
-        };
+        let request = CreateRoom::new(room(), "");
         rooms.create(&create, request.clone()).expect("created");
         let err = rooms.create(&create, request).expect_err("exists");
         assert_eq!(err.code, ErrorCode::RoomExists);

@@ -108,6 +108,16 @@ pub fn application(id: &str) -> Vec<u8> {
 
 pub const APPLICATION_PREFIX: &[u8] = b"application/";
 
+/// The deployment's policy text.
+pub const DEPLOYMENT_POLICY: &[u8] = b"policy/deployment";
+
+/// A room's policy text.
+pub fn room_policy(room: &RoomName) -> Vec<u8> {
+    join(&[ROOM_POLICY_PREFIX, room.as_str().as_bytes()])
+}
+
+pub const ROOM_POLICY_PREFIX: &[u8] = b"policy/room/";
+
 /// The sequence number at the end of a message key.
 pub fn seq_of_message_key(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
