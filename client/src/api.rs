@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use escape_proto::room::{CreateRoom, HistoryPage, HistoryQuery, RoomList, RoomSummary};
+use escape_proto::room::{
+    CreateRoom, HistoryPage, HistoryQuery, PolicyDocument, PolicyImpact, PolicyTemplate, RoomList,
+    RoomSummary,
+};
 use escape_proto::vetting::{
     Application, ApplicationList, ApplicationStatus, Approve, AttributeUpdate, CreateInvite,
     Directory, DirectoryQuery, Invite, MemberHistory, MemberList, Reason, Renew, Renewed,
@@ -230,6 +233,48 @@ impl Client {
         self.call(self.http.put(url).json(&body)).await
     }
 
+    /// The policy of `room`, or of the deployment for `None`.
+    pub async fn policy(&self, room: Option<&RoomName>) -> Result<PolicyDocument, ClientError> {
+        self.call(self.http.get(self.url(&policy_path(room, ""))))
+            .await
+    }
+
+    pub async fn set_policy(
+        &self,
+        room: Option<&RoomName>,
+        text: String,
+    ) -> Result<PolicyDocument, ClientError> {
+        let body = PolicyDocument { text, version: 0 };
+        self.call(self.http.put(self.url(&policy_path(room, ""))).json(&body))
+            .await
+    }
+
+    /// A dry run: who would gain or lose access if `text` became the policy.
+    pub async fn test_policy(
+        &self,
+        room: Option<&RoomName>,
+        text: String,
+    ) -> Result<PolicyImpact, ClientError> {
+        let body = PolicyDocument { text, version: 0 };
+        self.call(
+            self.http
+                .post(self.url(&policy_path(room, "/test")))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn policy_templates(&self) -> Result<Vec<PolicyTemplate>, ClientError> {
+        self.call(self.http.get(self.url("/v1/policy/templates")))
+            .await
+    }
+
+    /// Creates a room with all its settings.
+    pub async fn create_room_with(&self, request: &CreateRoom) -> Result<RoomSummary, ClientError> {
+        self.call(self.http.post(self.url("/v1/rooms")).json(request))
+            .await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -282,6 +327,13 @@ pub(crate) fn server_error(status: u16, body: &[u8]) -> ClientError {
                     .collect::<String>()
             ),
         },
+    }
+}
+
+fn policy_path(room: Option<&RoomName>, suffix: &str) -> String {
+    match room {
+        Some(room) => format!("/v1/rooms/{room}/policy{suffix}"),
+        None => format!("/v1/policy{suffix}"),
     }
 }
 

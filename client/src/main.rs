@@ -145,11 +145,19 @@ enum ProfileCommand {
 
 #[derive(Debug, Subcommand)]
 enum RoomCommand {
-    /// Create a room and join it.
+    /// Create a room and join it; you become its admin.
     Create {
         name: RoomName,
         #[arg(long, default_value = "")]
         topic: String,
+        /// The highest TLP label allowed in the room: RED, AMBER+STRICT, AMBER, GREEN, CLEAR.
+        #[arg(long)]
+        tlp_max: Option<String>,
+        /// A classification level policies can compare with clearances.
+        #[arg(long)]
+        classification: Option<u8>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
     },
 }
 
@@ -255,6 +263,40 @@ enum AdminCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Access policies (Cedar): the deployment's, or a room's (its admin may change it too).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Print the policy of ROOM, or of the deployment.
+    Get { room: Option<RoomName> },
+    /// Replace it, after validation against the schema.
+    Set {
+        room: Option<RoomName>,
+        #[command(flatten)]
+        source: PolicySource,
+    },
+    /// Dry run: who would gain or lose access; nothing changes.
+    Test {
+        room: Option<RoomName>,
+        #[command(flatten)]
+        source: PolicySource,
+    },
+    /// The ready policies to start from.
+    Templates,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct PolicySource {
+    /// A file of Cedar policies.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// A template by name (see `escape admin policy templates`).
+    #[arg(long)]
+    template: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -349,8 +391,21 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             let rooms = client.rooms().await?;
             print(json, &rooms, || output::rooms(&rooms));
         }
-        Command::Room(RoomCommand::Create { name, topic }) => {
-            let room = client.create_room(name, topic).await?;
+        Command::Room(RoomCommand::Create {
+            name,
+            topic,
+            tlp_max,
+            classification,
+            tags,
+        }) => {
+            let request = escape_proto::room::CreateRoom {
+                name,
+                topic,
+                tlp_max,
+                classification,
+                tags,
+            };
+            let room = client.create_room_with(&request).await?;
             print(json, &room, || {
                 format!("created {} (you have joined it)", room.name)
             });
@@ -552,7 +607,97 @@ async fn admin(client: &Client, json: bool, command: AdminCommand) -> Result<(),
         AdminCommand::Revoke { member, reason } => {
             v::lifecycle(client, json, &member, StatusChange::Revoke, reason).await
         }
+        AdminCommand::Policy(command) => policy(client, json, command).await,
     }
+}
+
+async fn policy_text(client: &Client, source: PolicySource) -> Result<String, ClientError> {
+    if let Some(path) = source.file {
+        return std::fs::read_to_string(&path).map_err(|e| ClientError::Io { path, source: e });
+    }
+    let name = source.template.unwrap_or_default();
+    let templates = client.policy_templates().await?;
+    let names: Vec<String> = templates.iter().map(|t| t.name.clone()).collect();
+    templates
+        .into_iter()
+        .find(|t| t.name == name)
+        .map(|t| t.text)
+        .ok_or_else(|| {
+            ClientError::BadProfile(format!(
+                "no template {name:?}; there are: {}",
+                names.join(", ")
+            ))
+        })
+}
+
+async fn policy(client: &Client, json: bool, command: PolicyCommand) -> Result<(), ClientError> {
+    let scope = |room: &Option<RoomName>| {
+        room.as_ref()
+            .map_or("the deployment".to_owned(), |r| format!("room {r}"))
+    };
+    match command {
+        PolicyCommand::Get { room } => {
+            let doc = client.policy(room.as_ref()).await?;
+            print(json, &doc, || {
+                let origin = if doc.version == 0 {
+                    "default".to_owned()
+                } else {
+                    format!("version {}", doc.version)
+                };
+                format!(
+                    "// policy of {} ({origin})\n{}",
+                    scope(&room),
+                    doc.text.trim_end()
+                )
+            });
+        }
+        PolicyCommand::Set { room, source } => {
+            let text = policy_text(client, source).await?;
+            let doc = client.set_policy(room.as_ref(), text).await?;
+            print(json, &doc, || {
+                format!("policy of {} is now version {}", scope(&room), doc.version)
+            });
+        }
+        PolicyCommand::Test { room, source } => {
+            let text = policy_text(client, source).await?;
+            let impact = client.test_policy(room.as_ref(), text).await?;
+            print(json, &impact, || {
+                let mut lines = vec![format!(
+                    "dry run for {}: {} of {} active members would change",
+                    scope(&room),
+                    impact.changes.len(),
+                    impact.members_checked
+                )];
+                for c in &impact.changes {
+                    let mut parts = Vec::new();
+                    if !c.gains.is_empty() {
+                        parts.push(format!("gains {}", c.gains.join(", ")));
+                    }
+                    if !c.loses.is_empty() {
+                        parts.push(format!("loses {}", c.loses.join(", ")));
+                    }
+                    lines.push(format!(
+                        "  {} ({}): {}",
+                        output::clean(&c.name),
+                        c.member,
+                        parts.join("; ")
+                    ));
+                }
+                lines.join("\n")
+            });
+        }
+        PolicyCommand::Templates => {
+            let templates = client.policy_templates().await?;
+            print(json, &templates, || {
+                templates
+                    .iter()
+                    .map(|t| format!("{:<22} {}", t.name, t.admits))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn enrollment(

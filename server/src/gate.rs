@@ -44,6 +44,8 @@ pub enum ActionKind {
     ManageSelf,
     /// Changing a room's policy (its admin, or a deployment admin).
     ManageRoom,
+    /// Reading, testing and changing the deployment's policy (admins).
+    ManagePolicy,
 }
 
 mod sealed {
@@ -136,6 +138,7 @@ actions! {
     ReadDirectory => super::Deployment,
     ManageSelf => super::Deployment,
     ManageRoom => escape_proto::RoomName,
+    ManagePolicy => super::Deployment,
 }
 
 /// Proof that the gate allowed `principal` to perform `A` on `resource`. Only the gate makes one.
@@ -206,7 +209,11 @@ impl Gate {
                     "only deployment admins may invite on this deployment",
                 ));
             }
-            ActionKind::ManageApplications | ActionKind::ManageMembers if !member.admin => {
+            ActionKind::ManageApplications
+            | ActionKind::ManageMembers
+            | ActionKind::ManagePolicy
+                if !member.admin =>
+            {
                 return Err(ApiError::new(
                     ErrorCode::Forbidden,
                     "this needs a deployment admin",

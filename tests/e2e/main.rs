@@ -6,5 +6,6 @@ mod certificates;
 mod durability;
 mod messaging;
 mod oidc;
+mod policy;
 mod resume;
 mod vetting;

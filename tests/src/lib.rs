@@ -92,17 +92,18 @@ impl TestDeployment {
         self.add_member_with_status(name, organisation, MemberStatus::Active)
     }
 
+    /// Registers an active member with the given attributes (the server must be stopped).
+    pub fn add_member_as(&mut self, name: &str, attributes: Attributes) -> MemberId {
+        self.register(name, MemberStatus::Active, attributes)
+    }
+
     pub fn add_member_with_status(
         &mut self,
         name: &str,
         organisation: &str,
         status: MemberStatus,
     ) -> MemberId {
-        assert!(self.server.is_none(), "add members before start()");
-        let store = Arc::new(SledStore::open(&self.layout.store()).expect("open store"));
-        let mut member = Member::new(deployment::new_member_id(), name);
-        member.status = status;
-        member.attributes = Attributes {
+        let attributes = Attributes {
             organisation: organisation.to_owned(),
             country: "DE".into(),
             sector: "government".into(),
@@ -111,6 +112,15 @@ impl TestDeployment {
             vetting: "vetted".into(),
             clients: Vec::new(),
         };
+        self.register(name, status, attributes)
+    }
+
+    fn register(&mut self, name: &str, status: MemberStatus, attributes: Attributes) -> MemberId {
+        assert!(self.server.is_none(), "add members before start()");
+        let store = Arc::new(SledStore::open(&self.layout.store()).expect("open store"));
+        let mut member = Member::new(deployment::new_member_id(), name);
+        member.status = status;
+        member.attributes = attributes;
         let path = deployment::add_member_with(
             &self.layout,
             &self.ca(),

@@ -19,6 +19,9 @@
 //! | `GET /v1/admin/members`, `GET /v1/admin/members/{id}/history` | members (admins) |
 //! | `POST /v1/admin/members/{id}/{suspend,reinstate,revoke}` | lifecycle (admins) |
 //! | `PUT /v1/admin/members/{id}/attributes` | attribute changes (admins) |
+//! | `GET`/`PUT /v1/policy`, `POST /v1/policy/test` | the deployment's Cedar policy (admins) |
+//! | `GET`/`PUT /v1/rooms/{room}/policy`, `POST .../policy/test` | a room's policy (its admin) |
+//! | `GET /v1/policy/templates` | ready policies |
 //!
 //! The enrollment listener has its own router ([`enroll`]).
 //!
@@ -27,6 +30,7 @@
 
 mod admin;
 pub mod enroll;
+mod policy;
 mod principal;
 mod rooms;
 mod vetting;
@@ -69,6 +73,17 @@ pub fn router(state: AppState) -> Router {
             put(admin::update_attributes),
         )
         .route("/v1/admin/members/{id}/{verb}", post(admin::change_status))
+        .route(
+            "/v1/policy",
+            get(policy::get_deployment).put(policy::set_deployment),
+        )
+        .route("/v1/policy/test", post(policy::test_deployment))
+        .route("/v1/policy/templates", get(policy::templates))
+        .route(
+            "/v1/rooms/{room}/policy",
+            get(policy::get_room).put(policy::set_room),
+        )
+        .route("/v1/rooms/{room}/policy/test", post(policy::test_room))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

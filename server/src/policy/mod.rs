@@ -20,6 +20,7 @@ use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
+use escape_proto::room::AccessChange;
 use escape_proto::{ErrorCode, Member, MemberId, RoomName};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -138,7 +139,12 @@ pub fn action_name(kind: ActionKind) -> Option<&'static str> {
         ActionKind::Deliver => "deliver",
         ActionKind::Vouch => "vouch",
         ActionKind::ManageMembers => "manage_members",
-        ActionKind::ReadSelf | ActionKind::LeaveRoom | ActionKind::ManageRoom => return None,
+        ActionKind::ReadSelf
+        | ActionKind::LeaveRoom
+        | ActionKind::ManageRoom
+        | ActionKind::ManagePolicy => {
+            return None;
+        }
     })
 }
 
@@ -478,6 +484,118 @@ impl PolicyEngine {
 
     pub fn cache(&self) -> &DecisionCache {
         &self.cache
+    }
+
+    /// Who would gain or lose what if `proposed` replaced the policy of `room` (or of the
+    /// deployment when `None`). Only active members are considered; structural rules (room
+    /// membership) are left aside: this is what the policy itself changes.
+    pub fn impact(
+        &self,
+        room: Option<&RoomName>,
+        proposed: &PolicySet,
+        members: &[Member],
+        rooms: &[RoomAttributes],
+    ) -> Result<Vec<AccessChange>, ApiError> {
+        const ROOM_ACTIONS: &[&str] = &["join", "read", "send"];
+        const DEPLOYMENT_ACTIONS: &[&str] =
+            &["list_rooms", "create_room", "invite", "read_directory"];
+        let deployment_now = self.deployment_set()?;
+        let mut changes = Vec::new();
+        for member in members
+            .iter()
+            .filter(|m| m.status == escape_proto::MemberStatus::Active)
+        {
+            let (mut gains, mut loses) = (Vec::new(), Vec::new());
+            let mut compare = |label: String, before: bool, after: bool| match (before, after) {
+                (false, true) => gains.push(label),
+                (true, false) => loses.push(label),
+                _ => {}
+            };
+            match room {
+                Some(name) => {
+                    let Some(attrs) = rooms.iter().find(|r| &r.name == name) else {
+                        return Err(ApiError::new(
+                            ErrorCode::RoomNotFound,
+                            format!("there is no room {name}"),
+                        ));
+                    };
+                    let target = Target::Room(attrs.clone());
+                    let room_now = self.room_set(name)?;
+                    for action in ROOM_ACTIONS {
+                        let before = self.evaluate(
+                            member,
+                            action,
+                            &target,
+                            "http",
+                            &deployment_now,
+                            Some(&room_now),
+                        )?;
+                        let after = self.evaluate(
+                            member,
+                            action,
+                            &target,
+                            "http",
+                            &deployment_now,
+                            Some(proposed),
+                        )?;
+                        compare(format!("{action} {name}"), before, after);
+                    }
+                }
+                None => {
+                    for action in DEPLOYMENT_ACTIONS {
+                        let before = self.evaluate(
+                            member,
+                            action,
+                            &Target::Deployment,
+                            "http",
+                            &deployment_now,
+                            None,
+                        )?;
+                        let after = self.evaluate(
+                            member,
+                            action,
+                            &Target::Deployment,
+                            "http",
+                            proposed,
+                            None,
+                        )?;
+                        compare((*action).to_owned(), before, after);
+                    }
+                    for attrs in rooms {
+                        let target = Target::Room(attrs.clone());
+                        let room_set = self.room_set(&attrs.name)?;
+                        for action in ROOM_ACTIONS {
+                            let before = self.evaluate(
+                                member,
+                                action,
+                                &target,
+                                "http",
+                                &deployment_now,
+                                Some(&room_set),
+                            )?;
+                            let after = self.evaluate(
+                                member,
+                                action,
+                                &target,
+                                "http",
+                                proposed,
+                                Some(&room_set),
+                            )?;
+                            compare(format!("{action} {}", attrs.name), before, after);
+                        }
+                    }
+                }
+            }
+            if !gains.is_empty() || !loses.is_empty() {
+                changes.push(AccessChange {
+                    member: member.id.clone(),
+                    name: member.name.clone(),
+                    gains,
+                    loses,
+                });
+            }
+        }
+        Ok(changes)
     }
 }
 

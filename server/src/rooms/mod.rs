@@ -199,6 +199,15 @@ impl Rooms {
         Ok(rooms)
     }
 
+    /// Every room's attributes, for policy dry runs.
+    pub fn all_attributes(&self) -> Result<Vec<crate::policy::RoomAttributes>, ApiError> {
+        self.store
+            .scan_prefix(keys::ROOM_PREFIX, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| Ok(value::decode::<RoomRecord>(&k, &v)?.attributes()))
+            .collect()
+    }
+
     fn summary(&self, room: &RoomName, member: &MemberId) -> Result<RoomSummary, ApiError> {
         let key = keys::room(room);
         let Some(bytes) = self.store.get(&key)? else {

@@ -240,9 +240,11 @@ async fn handle(
     let id = request.id;
     match request.frame {
         ClientFrame::Subscribe { room, since } => {
-            let auth = state
-                .gate
-                .authorize::<action::Subscribe>(&principal, room.clone())?;
+            let auth = state.gate.authorize_frame::<action::Subscribe>(
+                &principal,
+                room.clone(),
+                "subscribe",
+            )?;
             let head_rx = state.rooms.watch(&auth)?;
             // A new subscription to the same room replaces the old one only once the old one
             // can no longer send, so the two streams never interleave.
@@ -269,9 +271,10 @@ async fn handle(
             client_msg_id,
             body,
         } => {
-            let auth = state
-                .gate
-                .authorize::<action::Send>(&principal, room.clone())?;
+            let auth =
+                state
+                    .gate
+                    .authorize_frame::<action::Send>(&principal, room.clone(), "send")?;
             let permit = in_flight
                 .clone()
                 .acquire_owned()

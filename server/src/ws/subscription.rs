@@ -6,8 +6,8 @@
 //! through the same cursor there is no seam: nothing is skipped and nothing is sent twice.
 //! A cursor holds no events of its own, so a slow reader costs a position, not memory.
 
-use escape_proto::ServerFrame;
 use escape_proto::frame::ServerMessage;
+use escape_proto::{ErrorCode, ServerFrame};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -84,15 +84,22 @@ impl Cursor {
                     if self.stop.is_cancelled() {
                         return;
                     }
-                    if let Err(denied) = self.may_deliver(&member) {
-                        // The member left, was suspended or lost access: the stream ends here.
-                        let message = format!("subscription to {room} ended: {}", denied.message);
-                        self.outbox
-                            .error(None, &ApiError::new(denied.code, message))
-                            .await;
-                        return;
-                    }
                     next = event.seq + 1;
+                    match self.may_deliver(&member) {
+                        Ok(()) => {}
+                        // The policy does not let this member see it now: it simply does not
+                        // arrive. Access may come back with the next change of attributes or policy.
+                        Err(denied) if denied.code == ErrorCode::Forbidden => continue,
+                        Err(denied) => {
+                            // The member left, was suspended or the room is gone: the stream ends.
+                            let message =
+                                format!("subscription to {room} ended: {}", denied.message);
+                            self.outbox
+                                .error(None, &ApiError::new(denied.code, message))
+                                .await;
+                            return;
+                        }
+                    }
                     if !self
                         .outbox
                         .send(ServerMessage::new(None, ServerFrame::Event(event)))
@@ -114,7 +121,7 @@ impl Cursor {
         let principal = Principal::resolve_id(&self.state.registry, member)?;
         self.state
             .gate
-            .authorize::<action::Deliver>(&principal, self.auth.resource().clone())
+            .authorize_frame::<action::Deliver>(&principal, self.auth.resource().clone(), "event")
             .map(|_| ())
     }
 }
