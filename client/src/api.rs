@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use escape_proto::audit::{AuditEntry, AuditQuery};
 use escape_proto::room::{
     CreateRoom, HistoryPage, HistoryQuery, PolicyDocument, PolicyImpact, PolicyTemplate, RoomList,
     RoomSummary,
@@ -272,6 +273,16 @@ impl Client {
     /// Creates a room with all its settings.
     pub async fn create_room_with(&self, request: &CreateRoom) -> Result<RoomSummary, ClientError> {
         self.call(self.http.post(self.url("/v1/rooms")).json(request))
+            .await
+    }
+
+    /// Audit entries after `after`, oldest first.
+    pub async fn audit(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
+        let query = AuditQuery {
+            after,
+            limit: Some(limit),
+        };
+        self.call(self.http.get(self.url("/v1/admin/audit")).query(&query))
             .await
     }
 

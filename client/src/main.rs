@@ -266,6 +266,25 @@ enum AdminCommand {
     /// Access policies (Cedar): the deployment's, or a room's (its admin may change it too).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// The newest entries; with --follow, keep printing new ones.
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u64,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Every entry after a sequence number, as JSON lines.
+    Export {
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -608,6 +627,70 @@ async fn admin(client: &Client, json: bool, command: AdminCommand) -> Result<(),
             v::lifecycle(client, json, &member, StatusChange::Revoke, reason).await
         }
         AdminCommand::Policy(command) => policy(client, json, command).await,
+        AdminCommand::Audit(command) => audit(client, json, command).await,
+    }
+}
+
+async fn audit(client: &Client, json: bool, command: AuditCommand) -> Result<(), ClientError> {
+    let line = |e: &escape_proto::audit::AuditEntry| {
+        format!(
+            "#{:<6} {}  {:<22} {} {} {}",
+            e.seq,
+            output::timestamp(e.at),
+            e.action,
+            e.actor
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "-".into()),
+            output::clean(&e.subject),
+            output::clean(&e.detail)
+        )
+    };
+    match command {
+        AuditCommand::Export { since } => {
+            let mut after = since;
+            loop {
+                let page = client.audit(after, 1000).await?;
+                for entry in &page {
+                    print(true, entry, String::new);
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1000 => after = last.seq,
+                    _ => return Ok(()),
+                }
+            }
+        }
+        AuditCommand::Tail { lines, follow } => {
+            // Find the head by paging, then print the last `lines`.
+            let mut after = 0;
+            let mut recent: std::collections::VecDeque<escape_proto::audit::AuditEntry> =
+                Default::default();
+            loop {
+                let page = client.audit(after, 1000).await?;
+                let full = page.len() == 1000;
+                for entry in page {
+                    after = entry.seq;
+                    recent.push_back(entry);
+                    if recent.len() as u64 > lines {
+                        recent.pop_front();
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            for entry in &recent {
+                print(json, entry, || line(entry));
+            }
+            while follow {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                for entry in client.audit(after, 1000).await? {
+                    after = entry.seq;
+                    print(json, &entry, || line(&entry));
+                }
+            }
+            Ok(())
+        }
     }
 }
 

@@ -164,6 +164,7 @@ pub struct Gate {
     store: Arc<dyn Store>,
     policy: Arc<PolicyEngine>,
     members_may_invite: bool,
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl Gate {
@@ -172,7 +173,14 @@ impl Gate {
             store,
             policy,
             members_may_invite: false,
+            audit: None,
         }
+    }
+
+    /// Records denials in the audit log (rate-limited there).
+    pub fn with_audit(mut self, audit: Arc<crate::audit::AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// Whether members who are not admins may create invitations (a deployment setting).
@@ -196,6 +204,28 @@ impl Gate {
     /// an existing room, membership of the room for everything but joining, admin rights for
     /// admin actions. Then the attribute-based policy, which denies by default.
     pub fn authorize_frame<A: Action>(
+        &self,
+        principal: &Principal,
+        resource: A::Resource,
+        frame: &str,
+    ) -> Result<Authorized<A>, ApiError> {
+        let decision = self.decide::<A>(principal, resource.clone(), frame);
+        if let (Err(denied), Some(audit)) = (&decision, &self.audit)
+            // A delivery withheld is the policy working, not an attempt by the member.
+            && A::KIND != ActionKind::Deliver
+            && matches!(denied.code, ErrorCode::Forbidden | ErrorCode::NotAMember)
+        {
+            audit.denial(
+                principal.id(),
+                &format!("{:?}", A::KIND),
+                &format!("{resource:?}"),
+                &denied.message,
+            );
+        }
+        decision
+    }
+
+    fn decide<A: Action>(
         &self,
         principal: &Principal,
         resource: A::Resource,

@@ -49,6 +49,9 @@ enum Command {
         #[arg(long, env = "ESCAPE_LISTEN")]
         listen: Option<SocketAddr>,
     },
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Register a member and write its profile (while the server is stopped).
     AddMember {
         #[arg(long, env = "ESCAPE_DATA", default_value = DEFAULT_DATA_DIR)]
@@ -72,6 +75,16 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain and every signed checkpoint (while the server is stopped);
+    /// exits 1 and names the first bad entry if anything was changed, removed or reordered.
+    Verify {
+        #[arg(long, env = "ESCAPE_DATA", default_value = DEFAULT_DATA_DIR)]
+        data: PathBuf,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_json);
@@ -90,6 +103,30 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { data, listen } => serve(&data, listen),
+        Command::Audit(AuditCommand::Verify { data }) => {
+            let layout = Layout::new(&data);
+            if !layout.is_initialised() {
+                bail!("{} holds no deployment", data.display());
+            }
+            let store = SledStore::open(&layout.store())
+                .context("cannot open the store; stop the server first")?;
+            let cert = layout.read(&layout.server_cert())?;
+            match escape_server::audit::verify(&store, &cert)? {
+                escape_server::audit::Finding::Intact {
+                    entries,
+                    checkpoints,
+                } => {
+                    println!(
+                        "audit log intact: {entries} entries, {checkpoints} signed checkpoints"
+                    );
+                    Ok(())
+                }
+                escape_server::audit::Finding::Broken { seq, reason } => {
+                    eprintln!("audit log BROKEN at entry {seq}: {reason}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::AddMember {
             data,
             name,

@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::{AuditLog, Signer};
 use crate::config::Config;
 use crate::deployment::{DeploymentError, Layout};
 use crate::gate::Gate;
@@ -126,6 +127,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         layout.public_address()?,
     );
     let policy = Arc::new(PolicyEngine::load(store.clone())?);
+    let signer = Signer::from_pem(&layout.read(&layout.server_key())?)?;
+    let audit = Arc::new(AuditLog::open(store.clone(), Some(signer))?);
+    audit.record(
+        None,
+        "server.start",
+        "",
+        format!("listening on {}", config.listen),
+    );
     let oidc = Arc::new(
         RelyingParty::new(&config.oidc, &enroll_address)
             .map_err(|e| StartError::Oidc(e.message))?,
@@ -133,7 +142,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let state = AppState {
         oidc,
         gate: Gate::new(store.clone(), policy)
-            .with_members_may_invite(config.vetting.members_may_invite),
+            .with_members_may_invite(config.vetting.members_may_invite)
+            .with_audit(audit.clone()),
+        audit: audit.clone(),
         members: Members::new(
             registry.clone(),
             pki.clone(),
@@ -173,6 +184,24 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tracker.clone(),
         None,
     ));
+    // Signed checkpoints: every minute while entries are added, and once more at shutdown.
+    {
+        let (audit, token) = (audit.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = every.tick() => {
+                        if let Err(e) = audit.checkpoint() {
+                            tracing::error!(error = %e, "audit checkpoint failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
     let task = tokio::spawn(async move {
         crate::listener::accept_loop(
             listener,
@@ -195,6 +224,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 "connections still open after the grace period; closing anyway"
             );
         }
+        audit.record(None, "server.stop", "", "graceful shutdown");
+        if let Err(e) = audit.checkpoint() {
+            tracing::error!(error = %e, "final audit checkpoint failed");
+        }
+        drop(audit);
         // Every handle on the room service is gone with the connections; the committer ends
         // after its last flush. Then the store is flushed once more and closed.
         match tokio::time::timeout(limits.shutdown_grace(), committer).await {

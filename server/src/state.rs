@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::AuditLog;
 use crate::config::{Limits, Vetting};
 use crate::gate::Gate;
 use crate::pki::Pki;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub applications: Applications,
     pub members: Members,
     pub oidc: Arc<RelyingParty>,
+    pub audit: Arc<AuditLog>,
     pub limits: Limits,
     pub vetting: Vetting,
     /// The enrollment listener's address as applicants should use it.

@@ -133,6 +133,24 @@ async fn the_embedded_default_creates_serves_stops_and_restarts() {
     let (status, _) = whoami(&addr, &profile).await;
     assert!(status.contains("200"), "{status}");
     assert!(terminate(&mut child).success());
+
+    // Offline, the audit log of both runs verifies.
+    let verified = Command::new(env!("CARGO_BIN_EXE_escape-server"))
+        .current_dir(cwd.path())
+        .args(["audit", "verify"])
+        .env_remove("ESCAPE_DATA")
+        .output()
+        .expect("run");
+    let out = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(
+        out.contains("intact") && out.contains("signed checkpoints"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -60,7 +60,19 @@ pub async fn approve(
     let auth = state
         .gate
         .authorize::<action::ManageApplications>(&principal, Deployment)?;
-    Ok(Json(state.applications.approve(&auth, &id, request)?))
+    let application = state.applications.approve(&auth, &id, request)?;
+    let member = application
+        .member_id
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    state.audit.record(
+        Some(principal.id()),
+        "application.approve",
+        &id,
+        format!("member {member}"),
+    );
+    Ok(Json(application))
 }
 
 pub async fn reject(
@@ -74,11 +86,16 @@ pub async fn reject(
     let auth = state
         .gate
         .authorize::<action::ManageApplications>(&principal, Deployment)?;
-    Ok(Json(state.applications.reject(
-        &auth,
+    let application = state
+        .applications
+        .reject(&auth, &id, request.reason.clone())?;
+    state.audit.record(
+        Some(principal.id()),
+        "application.reject",
         &id,
         request.reason,
-    )?))
+    );
+    Ok(Json(application))
 }
 
 pub async fn members(
@@ -119,11 +136,14 @@ pub async fn change_status(
     let auth = state
         .gate
         .authorize::<action::ManageMembers>(&principal, id)?;
-    Ok(Json(state.members.set_status(
-        &auth,
-        change,
-        &request.reason,
-    )?))
+    let member = state.members.set_status(&auth, change, &request.reason)?;
+    state.audit.record(
+        Some(principal.id()),
+        &format!("member.{verb}"),
+        member.id.as_str(),
+        request.reason,
+    );
+    Ok(Json(member))
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,11 +165,17 @@ pub async fn update_attributes(
     let auth = state
         .gate
         .authorize::<action::ManageMembers>(&principal, id)?;
-    Ok(Json(state.members.update_attributes(
-        &auth,
-        &change.attributes,
-        &change.reason,
-    )?))
+    let member = state
+        .members
+        .update_attributes(&auth, &change.attributes, &change.reason)?;
+    let detail = format!("now version {}: {}", member.version, change.reason);
+    state.audit.record(
+        Some(principal.id()),
+        "member.attributes",
+        member.id.as_str(),
+        detail,
+    );
+    Ok(Json(member))
 }
 
 pub async fn history(

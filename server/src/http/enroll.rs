@@ -43,10 +43,11 @@ async fn submit(
     body: Result<Json<SubmitApplication>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ApplicationReceipt>), ApiError> {
     let Json(request) = body?;
-    Ok((
-        StatusCode::CREATED,
-        Json(state.applications.submit(request)?),
-    ))
+    let receipt = state.applications.submit(request)?;
+    state
+        .audit
+        .record(None, "application.submit", &receipt.id, "");
+    Ok((StatusCode::CREATED, Json(receipt)))
 }
 
 fn poll_token<'h>(headers: &'h HeaderMap, id: &str) -> Result<&'h str, ApiError> {
@@ -115,6 +116,10 @@ async fn callback(
     state
         .applications
         .record_verified(&application, verified.clone())?;
+    let detail = format!("{} at {}", verified.subject, verified.provider);
+    state
+        .audit
+        .record(None, "application.verified", &application, detail);
     Ok(format!(
         "Identity verified for application {application}: {} ({}). You can close this window and return to your terminal.\n",
         verified.email.as_deref().unwrap_or("no verified email"),

@@ -22,6 +22,7 @@
 //! | `GET`/`PUT /v1/policy`, `POST /v1/policy/test` | the deployment's Cedar policy (admins) |
 //! | `GET`/`PUT /v1/rooms/{room}/policy`, `POST .../policy/test` | a room's policy (its admin) |
 //! | `GET /v1/policy/templates` | ready policies |
+//! | `GET /v1/admin/audit?after=&limit=` | the hash-chained audit log (admins) |
 //!
 //! The enrollment listener has its own router ([`enroll`]).
 //!
@@ -29,6 +30,7 @@
 //! and asks the gate before acting.
 
 mod admin;
+mod audit;
 pub mod enroll;
 mod policy;
 mod principal;
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> Router {
             put(admin::update_attributes),
         )
         .route("/v1/admin/members/{id}/{verb}", post(admin::change_status))
+        .route("/v1/admin/audit", get(audit::read))
         .route(
             "/v1/policy",
             get(policy::get_deployment).put(policy::set_deployment),

@@ -68,11 +68,15 @@ pub async fn set_deployment(
     let auth = state
         .gate
         .authorize::<action::ManagePolicy>(&principal, Deployment)?;
-    Ok(Json(document(state.gate.policy().set(
-        None,
-        &request.text,
-        auth.principal().id(),
-    )?)))
+    let record = state
+        .gate
+        .policy()
+        .set(None, &request.text, auth.principal().id())?;
+    let detail = format!("version {}", record.version);
+    state
+        .audit
+        .record(Some(principal.id()), "policy.set", "deployment", detail);
+    Ok(Json(document(record)))
 }
 
 pub async fn test_deployment(
@@ -116,6 +120,13 @@ pub async fn set_room(
             .gate
             .policy()
             .set(Some(auth.resource()), &request.text, auth.principal().id())?;
+    let detail = format!("version {}", record.version);
+    state.audit.record(
+        Some(principal.id()),
+        "policy.set",
+        auth.resource().as_str(),
+        detail,
+    );
     Ok(Json(document(record)))
 }
 

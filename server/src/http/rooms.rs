@@ -39,6 +39,12 @@ pub async fn create(
         .gate
         .authorize::<action::CreateRoom>(&principal, Deployment)?;
     let summary = state.rooms.create(&auth, request)?;
+    state.audit.record(
+        Some(principal.id()),
+        "room.create",
+        summary.name.as_str(),
+        "",
+    );
     tracing::info!(member = %principal.id(), room = %summary.name, "room created");
     Ok((StatusCode::CREATED, Json(summary)))
 }
@@ -51,7 +57,11 @@ pub async fn join(
     let auth = state
         .gate
         .authorize::<action::JoinRoom>(&principal, room_name(path)?)?;
-    Ok(Json(state.rooms.join(&auth)?))
+    let summary = state.rooms.join(&auth)?;
+    state
+        .audit
+        .record(Some(principal.id()), "room.join", summary.name.as_str(), "");
+    Ok(Json(summary))
 }
 
 pub async fn leave(
@@ -62,7 +72,14 @@ pub async fn leave(
     let auth = state
         .gate
         .authorize::<action::LeaveRoom>(&principal, room_name(path)?)?;
-    Ok(Json(state.rooms.leave(&auth)?))
+    let summary = state.rooms.leave(&auth)?;
+    state.audit.record(
+        Some(principal.id()),
+        "room.leave",
+        summary.name.as_str(),
+        "",
+    );
+    Ok(Json(summary))
 }
 
 pub async fn history(

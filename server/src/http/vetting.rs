@@ -30,6 +30,10 @@ pub async fn create_invite(
     let invite = state
         .invites
         .create(&auth, &request, pin, state.enroll_address.clone())?;
+    let detail = format!("valid until {}", invite.expires_at);
+    state
+        .audit
+        .record(Some(principal.id()), "invite.create", "", detail);
     Ok((StatusCode::CREATED, Json(invite)))
 }
 
@@ -44,7 +48,14 @@ pub async fn vouch(
     let auth = state
         .gate
         .authorize::<action::Vouch>(&principal, ApplicationRef(id))?;
-    Ok(Json(state.applications.vouch(&auth, request.comment)?))
+    let application = state.applications.vouch(&auth, request.comment)?;
+    state.audit.record(
+        Some(principal.id()),
+        "application.vouch",
+        &application.id,
+        "",
+    );
+    Ok(Json(application))
 }
 
 pub async fn directory(
@@ -70,7 +81,15 @@ pub async fn renew(
     let auth = state
         .gate
         .authorize::<action::ManageSelf>(&principal, Deployment)?;
-    Ok(Json(state.members.renew(&auth, &request.csr_pem)?))
+    let renewed = state.members.renew(&auth, &request.csr_pem)?;
+    let detail = format!("valid until {}", renewed.not_after);
+    state.audit.record(
+        Some(principal.id()),
+        "member.renew",
+        principal.id().as_str(),
+        detail,
+    );
+    Ok(Json(renewed))
 }
 
 pub async fn publish(

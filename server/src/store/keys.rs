@@ -118,7 +118,21 @@ pub fn room_policy(room: &RoomName) -> Vec<u8> {
 
 pub const ROOM_POLICY_PREFIX: &[u8] = b"policy/room/";
 
-/// The sequence number at the end of a message key.
+/// An audit entry, by sequence (big-endian, so key order is chain order).
+pub fn audit(seq: u64) -> Vec<u8> {
+    join(&[AUDIT_PREFIX, &seq.to_be_bytes()])
+}
+
+pub const AUDIT_PREFIX: &[u8] = b"audit/entry/";
+
+/// A signed checkpoint, by the entry count it covers.
+pub fn audit_checkpoint(count: u64) -> Vec<u8> {
+    join(&[AUDIT_CHECKPOINT_PREFIX, &count.to_be_bytes()])
+}
+
+pub const AUDIT_CHECKPOINT_PREFIX: &[u8] = b"audit/checkpoint/";
+
+/// The sequence number at the end of a message key (or any key ending in a big-endian u64).
 pub fn seq_of_message_key(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))

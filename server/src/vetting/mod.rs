@@ -24,6 +24,6 @@ pub(crate) fn random<const N: usize>() -> Result<[u8; N], crate::error::ApiError
 }
 
 /// SHA-256 as lower-case hex: how secrets (invitation codes, poll tokens) are kept.
-pub(crate) fn sha256_hex(data: &[u8]) -> String {
+pub fn sha256_hex(data: &[u8]) -> String {
     escape_certs::hex_encode(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
