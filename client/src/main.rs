@@ -682,11 +682,13 @@ async fn audit(client: &Client, json: bool, command: AuditCommand) -> Result<(),
             for entry in &recent {
                 print(json, entry, || line(entry));
             }
-            while follow {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                for entry in client.audit(after, 1000).await? {
-                    after = entry.seq;
-                    print(json, &entry, || line(&entry));
+            if follow {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    for entry in client.audit(after, 1000).await? {
+                        after = entry.seq;
+                        print(json, &entry, || line(&entry));
+                    }
                 }
             }
             Ok(())
