@@ -368,6 +368,13 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> Result<[u8; 32], CertError> {
         .map_err(|_| CertError::Parse("digest length".into()))
 }
 
+/// When a certificate expires.
+pub fn not_after(cert: &CertificateDer<'_>) -> Result<OffsetDateTime, CertError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| CertError::Parse(e.to_string()))?;
+    Ok(parsed.validity().not_after.to_datetime())
+}
+
 /// The serial number of a certificate, as lower-case hex.
 pub fn serial_of(cert: &CertificateDer<'_>) -> Result<String, CertError> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())

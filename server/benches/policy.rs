@@ -63,12 +63,18 @@ fn main() {
 
     // Cached: what a delivery pays once the member's decision for the room is known.
     engine
-        .decide(&member, ActionKind::Deliver, &target, "event")
+        .decide(&member, ActionKind::Deliver, &target, "event", 9999)
         .expect("permit");
     let started = Instant::now();
     for _ in 0..ITERATIONS {
         engine
-            .decide(black_box(&member), ActionKind::Deliver, &target, "event")
+            .decide(
+                black_box(&member),
+                ActionKind::Deliver,
+                &target,
+                "event",
+                9999,
+            )
             .expect("permit");
     }
     report("policy decision, cached", started, ITERATIONS);

@@ -269,7 +269,8 @@ impl Gate {
                 _ => self.is_member(principal, &room.name)?,
             }
         }
-        self.policy.decide(member, A::KIND, &target, frame)?;
+        self.policy
+            .decide(member, A::KIND, &target, frame, principal.cert_days_left())?;
         Ok(Authorized {
             principal: principal.clone(),
             resource,

@@ -20,10 +20,16 @@ pub enum PeerIdentity {
     Anonymous,
 }
 
+/// When the connection's client certificate expires; attached beside [`PeerIdentity`] so
+/// policies can treat a certificate about to expire differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertificateExpiry(pub time::OffsetDateTime);
+
 /// An active member, resolved from the registry for the current request or delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     member: Member,
+    cert_not_after: Option<time::OffsetDateTime>,
 }
 
 impl Principal {
@@ -58,7 +64,26 @@ impl Principal {
                 ),
             ));
         }
-        Ok(Self { member })
+        Ok(Self {
+            member,
+            cert_not_after: None,
+        })
+    }
+
+    /// The principal as seen through the certificate it connected with.
+    pub fn with_certificate_expiry(mut self, not_after: Option<time::OffsetDateTime>) -> Self {
+        self.cert_not_after = not_after;
+        self
+    }
+
+    pub fn cert_not_after(&self) -> Option<time::OffsetDateTime> {
+        self.cert_not_after
+    }
+
+    /// Whole days until the certificate expires; a large number when unknown.
+    pub fn cert_days_left(&self) -> i64 {
+        self.cert_not_after
+            .map_or(9999, |t| (t - time::OffsetDateTime::now_utc()).whole_days())
     }
 
     pub fn id(&self) -> &MemberId {

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::Limits;
-use crate::identity::PeerIdentity;
+use crate::identity::{CertificateExpiry, PeerIdentity};
 use crate::sessions::Sessions;
 
 /// The TLS configuration for the next handshake. The main listener's changes when the
@@ -81,6 +81,13 @@ async fn serve_connection(
             return;
         }
     };
+    let expiry = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| escape_certs::not_after(c).ok())
+        .map(CertificateExpiry);
     let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
         Some(cert) => match escape_certs::member_id_of(cert) {
             Ok(id) => PeerIdentity::Member(id),
@@ -101,6 +108,9 @@ async fn serve_connection(
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(identity.clone());
+            if let Some(expiry) = expiry {
+                request.extensions_mut().insert(expiry);
+            }
             let app = app.clone();
             async move {
                 Ok::<_, Infallible>(

@@ -5,7 +5,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use crate::error::ApiError;
-use crate::identity::{PeerIdentity, Principal};
+use crate::identity::{CertificateExpiry, PeerIdentity, Principal};
 use crate::state::AppState;
 
 impl FromRequestParts<AppState> for Principal {
@@ -19,7 +19,9 @@ impl FromRequestParts<AppState> for Principal {
             .unwrap_or_else(|| {
                 PeerIdentity::Unidentified("no TLS identity on this request".into())
             });
-        let principal = Principal::resolve(&state.registry, &identity);
+        let expiry = parts.extensions.get::<CertificateExpiry>().map(|e| e.0);
+        let principal = Principal::resolve(&state.registry, &identity)
+            .map(|p| p.with_certificate_expiry(expiry));
         if let Err(e) = &principal {
             tracing::info!(?identity, code = %e.code, "request refused");
         }

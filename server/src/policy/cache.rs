@@ -22,10 +22,17 @@ pub struct Key {
     action: ActionKind,
     target: String,
     epoch: u64,
+    cert_days_left: i64,
 }
 
 impl Key {
-    pub fn new(member: &Member, action: ActionKind, target: &Target, epoch: u64) -> Self {
+    pub fn new(
+        member: &Member,
+        action: ActionKind,
+        target: &Target,
+        epoch: u64,
+        cert_days_left: i64,
+    ) -> Self {
         let target = match target {
             Target::Deployment => String::new(),
             // Room attributes are part of the key: changing them changes the decision at once.
@@ -46,6 +53,7 @@ impl Key {
             action,
             target,
             epoch,
+            cert_days_left,
         }
     }
 }

@@ -354,17 +354,25 @@ impl PolicyEngine {
         kind: ActionKind,
         target: &Target,
         frame: &str,
+        cert_days_left: i64,
     ) -> Result<(), ApiError> {
         let Some(action) = action_name(kind) else {
             return Ok(());
         };
-        let key = cache::Key::new(member, kind, target, self.cache.epoch());
+        let key = cache::Key::new(member, kind, target, self.cache.epoch(), cert_days_left);
         let allowed = match self.cache.get(&key) {
             Some(allowed) => allowed,
             None => {
                 let (deployment, room) = self.current(target)?;
-                let allowed =
-                    self.evaluate(member, action, target, frame, &deployment, room.as_ref())?;
+                let allowed = self.evaluate_at(
+                    member,
+                    action,
+                    target,
+                    frame,
+                    cert_days_left,
+                    &deployment,
+                    room.as_ref(),
+                )?;
                 self.cache.put(key, allowed);
                 allowed
             }
@@ -391,6 +399,20 @@ impl PolicyEngine {
         action: &str,
         target: &Target,
         frame: &str,
+        deployment: &PolicySet,
+        room: Option<&PolicySet>,
+    ) -> Result<bool, ApiError> {
+        self.evaluate_at(member, action, target, frame, 9999, deployment, room)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate_at(
+        &self,
+        member: &Member,
+        action: &str,
+        target: &Target,
+        frame: &str,
+        cert_days_left: i64,
         deployment: &PolicySet,
         room: Option<&PolicySet>,
     ) -> Result<bool, ApiError> {
@@ -435,6 +457,10 @@ impl PolicyEngine {
                 RestrictedExpression::new_long(OffsetDateTime::now_utc().unix_timestamp()),
             ),
             ("frame".to_owned(), string(frame)),
+            (
+                "cert_days_left".to_owned(),
+                RestrictedExpression::new_long(cert_days_left),
+            ),
         ])
         .map_err(|e| ApiError::internal(&e))?;
         let request = Request::new(
@@ -667,7 +693,7 @@ mod tests {
         let ops = RoomName::parse("ops").expect("room");
         assert!(
             engine
-                .decide(&member("energy"), ActionKind::Send, &room(), "http")
+                .decide(&member("energy"), ActionKind::Send, &room(), "http", 9999)
                 .is_ok()
         );
         engine
@@ -675,12 +701,18 @@ mod tests {
             .expect("national CERTs only");
         assert!(
             engine
-                .decide(&member("energy"), ActionKind::Send, &room(), "http")
+                .decide(&member("energy"), ActionKind::Send, &room(), "http", 9999)
                 .is_err()
         );
         assert!(
             engine
-                .decide(&member("national-cert"), ActionKind::Send, &room(), "http")
+                .decide(
+                    &member("national-cert"),
+                    ActionKind::Send,
+                    &room(),
+                    "http",
+                    9999
+                )
                 .is_ok()
         );
         // A deployment-wide forbid beats the room's permit.
@@ -689,7 +721,13 @@ mod tests {
         );
         engine.set(None, &forbid, &by).expect("deployment policy");
         let err = engine
-            .decide(&member("national-cert"), ActionKind::Send, &room(), "http")
+            .decide(
+                &member("national-cert"),
+                ActionKind::Send,
+                &room(),
+                "http",
+                9999,
+            )
             .expect_err("forbidden");
         assert_eq!(err.code, ErrorCode::Forbidden);
         assert!(
@@ -698,15 +736,38 @@ mod tests {
                     &member("national-cert"),
                     ActionKind::ReadHistory,
                     &room(),
-                    "http"
+                    "http",
+                    9999
                 )
                 .is_ok()
+        );
+        // Context: a policy can treat a certificate about to expire differently.
+        let expiring = format!(
+            "{DEPLOYMENT_DEFAULT}\nforbid(principal, action == Action::\"send\", resource is Room) when {{ context.cert_days_left < 7 }};"
+        );
+        engine.set(None, &expiring, &by).expect("deployment policy");
+        let cert = member("national-cert");
+        assert!(
+            engine
+                .decide(&cert, ActionKind::Send, &room(), "send", 30)
+                .is_ok()
+        );
+        assert!(
+            engine
+                .decide(&cert, ActionKind::Send, &room(), "send", 3)
+                .is_err()
         );
         // Stored policies come back after a reload.
         let reloaded = PolicyEngine::load(engine.store.clone()).expect("reload");
         assert!(
             reloaded
-                .decide(&member("energy"), ActionKind::ReadHistory, &room(), "http")
+                .decide(
+                    &member("energy"),
+                    ActionKind::ReadHistory,
+                    &room(),
+                    "http",
+                    9999
+                )
                 .is_err()
         );
     }

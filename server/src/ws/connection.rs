@@ -92,7 +92,12 @@ impl Outbox {
     }
 }
 
-pub async fn run(socket: WebSocket, state: AppState, member: MemberId) {
+pub async fn run(
+    socket: WebSocket,
+    state: AppState,
+    member: MemberId,
+    expiry: Option<time::OffsetDateTime>,
+) {
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel(state.limits.send_queue_frames);
     let outbox = Outbox {
@@ -186,6 +191,7 @@ pub async fn run(socket: WebSocket, state: AppState, member: MemberId) {
         let context = Context {
             state: &state,
             member: &member,
+            expiry,
             outbox: &outbox,
             in_flight: &in_flight,
         };
@@ -211,6 +217,7 @@ type Subscriptions = HashMap<RoomName, (CancellationToken, JoinHandle<()>)>;
 struct Context<'a> {
     state: &'a AppState,
     member: &'a MemberId,
+    expiry: Option<time::OffsetDateTime>,
     outbox: &'a Outbox,
     in_flight: &'a Arc<Semaphore>,
 }
@@ -232,11 +239,12 @@ async fn handle(
     let Context {
         state,
         member,
+        expiry,
         outbox,
         in_flight,
     } = context;
     // Attributes and status are read afresh for every request.
-    let principal = Principal::resolve_id(&state.registry, member)?;
+    let principal = Principal::resolve_id(&state.registry, member)?.with_certificate_expiry(expiry);
     let id = request.id;
     match request.frame {
         ClientFrame::Subscribe { room, since } => {
@@ -257,7 +265,8 @@ async fn handle(
                 since,
                 outbox.clone(),
                 token.clone(),
-            );
+            )
+            .with_certificate_expiry(expiry);
             subscriptions.insert(room, (token, state.tracker.spawn(cursor.run(id))));
         }
         ClientFrame::Unsubscribe { room } => {

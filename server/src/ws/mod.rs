@@ -23,6 +23,7 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let member = principal.id().clone();
+    let expiry = principal.cert_not_after();
     let limits = &state.limits;
     let ws = ws
         .max_message_size(limits.hard_max_frame_bytes)
@@ -30,6 +31,11 @@ pub async fn upgrade(
         // Bound what tungstenite buffers on its own before our queue applies back-pressure.
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(1024 * 1024);
-    let tracker = state.tracker.clone();
-    Ok(ws.on_upgrade(move |socket| tracker.track_future(connection::run(socket, state, member))))
+    // Counted from now: the upgrade completes after this connection's HTTP task has ended, and
+    // shutdown must not miss the session that is about to start.
+    let tracked = state.tracker.token();
+    Ok(ws.on_upgrade(move |socket| async move {
+        connection::run(socket, state, member, expiry).await;
+        drop(tracked);
+    }))
 }

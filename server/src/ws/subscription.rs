@@ -28,6 +28,7 @@ pub struct Cursor {
     since: Option<u64>,
     outbox: Outbox,
     stop: CancellationToken,
+    expiry: Option<time::OffsetDateTime>,
 }
 
 impl Cursor {
@@ -46,7 +47,14 @@ impl Cursor {
             since,
             outbox,
             stop,
+            expiry: None,
         }
+    }
+
+    /// The subscriber's certificate expiry, for the per-delivery decision.
+    pub fn with_certificate_expiry(mut self, expiry: Option<time::OffsetDateTime>) -> Self {
+        self.expiry = expiry;
+        self
     }
 
     pub async fn run(mut self, request_id: Option<String>) {
@@ -118,7 +126,8 @@ impl Cursor {
 
     /// The per-recipient, per-event decision, on the member's current record.
     fn may_deliver(&self, member: &escape_proto::MemberId) -> Result<(), ApiError> {
-        let principal = Principal::resolve_id(&self.state.registry, member)?;
+        let principal = Principal::resolve_id(&self.state.registry, member)?
+            .with_certificate_expiry(self.expiry);
         self.state
             .gate
             .authorize_frame::<action::Deliver>(&principal, self.auth.resource().clone(), "event")
