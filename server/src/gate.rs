@@ -46,6 +46,8 @@ pub enum ActionKind {
     ManageRoom,
     /// Reading, testing and changing the deployment's policy (admins).
     ManagePolicy,
+    /// Seeing one member's entry in the directory.
+    SeeMember,
 }
 
 mod sealed {
@@ -139,6 +141,7 @@ actions! {
     ManageSelf => super::Deployment,
     ManageRoom => escape_proto::RoomName,
     ManagePolicy => super::Deployment,
+    SeeMember => escape_proto::MemberId,
 }
 
 /// Proof that the gate allowed `principal` to perform `A` on `resource`. Only the gate makes one.
@@ -211,8 +214,9 @@ impl Gate {
     ) -> Result<Authorized<A>, ApiError> {
         let decision = self.decide::<A>(principal, resource.clone(), frame);
         if let (Err(denied), Some(audit)) = (&decision, &self.audit)
-            // A delivery withheld is the policy working, not an attempt by the member.
-            && A::KIND != ActionKind::Deliver
+            // A delivery withheld or a directory entry hidden is the policy working, not an
+            // attempt by the member.
+            && !matches!(A::KIND, ActionKind::Deliver | ActionKind::SeeMember)
             && matches!(denied.code, ErrorCode::Forbidden | ErrorCode::NotAMember)
         {
             audit.denial(

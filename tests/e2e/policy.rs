@@ -443,3 +443,49 @@ async fn policies_are_validated_tested_and_edited_only_by_those_allowed() {
         Some(ErrorCode::Forbidden)
     );
 }
+
+#[tokio::test]
+async fn the_directory_shows_each_reader_only_the_members_the_policy_lets_it_see() {
+    let mut d = TestDeployment::new();
+    d.add_member_as("cert", attrs("CERT-EE", "national-cert", 2));
+    d.add_member_as("police", attrs("Police", "law-enforcement", 2));
+    d.add_member_as("detective", attrs("Police", "law-enforcement", 2));
+    d.start().await;
+    let hide = format!(
+        "{}\n@id(\"hide-law-enforcement\")\nforbid(principal, action == Action::\"see_member\", resource)\n  when {{ resource.sector == \"law-enforcement\" && principal.sector != \"law-enforcement\" }};",
+        template(&d, "deployment-default").await
+    );
+    d.client("admin")
+        .await
+        .set_policy(None, hide)
+        .await
+        .expect("policy");
+    let names = |dir: escape_proto::vetting::Directory| {
+        dir.members.into_iter().map(|m| m.name).collect::<Vec<_>>()
+    };
+    let seen_by_cert = names(
+        d.client("cert")
+            .await
+            .directory(&DirectoryQuery::default())
+            .await
+            .expect("directory"),
+    );
+    assert!(seen_by_cert.contains(&"cert".to_owned()));
+    assert!(
+        !seen_by_cert
+            .iter()
+            .any(|n| n == "police" || n == "detective"),
+        "{seen_by_cert:?}"
+    );
+    let seen_by_police = names(
+        d.client("police")
+            .await
+            .directory(&DirectoryQuery::default())
+            .await
+            .expect("directory"),
+    );
+    assert!(
+        seen_by_police.contains(&"detective".to_owned())
+            && seen_by_police.contains(&"cert".to_owned())
+    );
+}

@@ -68,7 +68,7 @@ pub async fn directory(
         .gate
         .authorize::<action::ReadDirectory>(&principal, Deployment)?;
     Ok(Json(Directory {
-        members: crate::vetting::directory::list(&state.registry, &auth, &query)?,
+        members: crate::vetting::directory::list(&state.registry, &state.gate, &auth, &query)?,
     }))
 }
 

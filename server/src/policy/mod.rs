@@ -139,6 +139,7 @@ pub fn action_name(kind: ActionKind) -> Option<&'static str> {
         ActionKind::Deliver => "deliver",
         ActionKind::Vouch => "vouch",
         ActionKind::ManageMembers => "manage_members",
+        ActionKind::SeeMember => "see_member",
         ActionKind::ReadSelf
         | ActionKind::LeaveRoom
         | ActionKind::ManageRoom

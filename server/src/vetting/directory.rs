@@ -4,12 +4,15 @@ use escape_proto::MemberStatus;
 use escape_proto::vetting::{DirectoryEntry, DirectoryQuery};
 
 use crate::error::ApiError;
-use crate::gate::{Authorized, action};
+use crate::gate::{Authorized, Gate, action};
 use crate::registry::Registry;
 
+/// The directory as `auth`'s principal may see it: every entry passes the gate on its own
+/// (`see_member`), so a policy can hide members from some readers.
 pub fn list(
     registry: &Registry,
-    _auth: &Authorized<action::ReadDirectory>,
+    gate: &Gate,
+    auth: &Authorized<action::ReadDirectory>,
     query: &DirectoryQuery,
 ) -> Result<Vec<DirectoryEntry>, ApiError> {
     let matches = |filter: &Option<String>, value: &str| {
@@ -21,6 +24,10 @@ pub fn list(
         .all()?
         .into_iter()
         .filter(|m| m.status == MemberStatus::Active)
+        .filter(|m| {
+            gate.authorize::<action::SeeMember>(auth.principal(), m.id.clone())
+                .is_ok()
+        })
         // Filters only see what is published, so a filter cannot reveal a hidden attribute.
         .filter(|m| query.country.is_none() || m.published.country)
         .filter(|m| query.sector.is_none() || m.published.sector)
