@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use escape_proto::audit::{AuditEntry, AuditQuery};
+use escape_proto::audit::{AuditEntry, AuditQuery, KeyRotation};
 use escape_proto::room::{
     CreateRoom, HistoryPage, HistoryQuery, PolicyDocument, PolicyImpact, PolicyTemplate, RoomList,
     RoomSummary,
@@ -273,6 +273,12 @@ impl Client {
     /// Creates a room with all its settings.
     pub async fn create_room_with(&self, request: &CreateRoom) -> Result<RoomSummary, ClientError> {
         self.call(self.http.post(self.url("/v1/rooms")).json(request))
+            .await
+    }
+
+    /// Replaces the master key that seals the server's store (admins); the server keeps serving.
+    pub async fn rotate_master_key(&self) -> Result<KeyRotation, ClientError> {
+        self.call(self.http.post(self.url("/v1/admin/keys/rotate")))
             .await
     }
 

@@ -269,6 +269,15 @@ enum AdminCommand {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The server's master key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Replace the master key that seals the server's store, while it keeps serving.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -628,6 +637,17 @@ async fn admin(client: &Client, json: bool, command: AdminCommand) -> Result<(),
         }
         AdminCommand::Policy(command) => policy(client, json, command).await,
         AdminCommand::Audit(command) => audit(client, json, command).await,
+        AdminCommand::Keys(KeysCommand::Rotate) => {
+            let rotated = client.rotate_master_key().await?;
+            print(json, &rotated, || {
+                format!(
+                    "master key rotated: {} data keys re-wrapped to {}",
+                    rotated.data_keys,
+                    output::clean(&rotated.recipient)
+                )
+            });
+            Ok(())
+        }
     }
 }
 

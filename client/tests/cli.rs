@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use escape_server::config::Config;
 use escape_server::deployment::{self, InitOptions};
+use escape_server::seal::{MasterKey, MasterKeyOptions};
 
 struct Cli<'a> {
     config_dir: &'a Path,
@@ -61,18 +62,35 @@ impl Cli<'_> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_walkthrough_works_from_the_command_line() {
+/// A fresh deployment (data dir, and its master key in another temporary dir) and its config.
+fn new_deployment() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    deployment::Initialised,
+    Config,
+) {
     let data = tempfile::tempdir().expect("tempdir");
-    let config_dir = tempfile::tempdir().expect("tempdir");
+    let keys = tempfile::tempdir().expect("tempdir");
     let options = InitOptions {
         public_address: "127.0.0.1:0".into(),
         ..InitOptions::default()
     };
-    let done = deployment::init(data.path(), &options).expect("init");
-    let server = escape_server::start(Config::ephemeral(data.path()))
-        .await
-        .expect("start");
+    let master_key = MasterKeyOptions {
+        path: keys.path().join("master-key"),
+        passphrase: None,
+    };
+    let (master, _) = MasterKey::load_or_create(&master_key).expect("master key");
+    let done = deployment::init(data.path(), &options, &master).expect("init");
+    let mut config = Config::ephemeral(data.path());
+    config.master_key = master_key;
+    (data, keys, done, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_works_from_the_command_line() {
+    let (_data, _keys, done, config) = new_deployment();
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let server = escape_server::start(config).await.expect("start");
     let addr = server.local_addr().to_string();
     let cli = Cli {
         config_dir: config_dir.path(),
@@ -160,15 +178,9 @@ async fn the_walkthrough_works_from_the_command_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_member_enrolls_from_the_command_line() {
-    let data = tempfile::tempdir().expect("tempdir");
+    let (_data, _keys, done, mut config) = new_deployment();
     let admin_home = tempfile::tempdir().expect("tempdir");
     let applicant_home = tempfile::tempdir().expect("tempdir");
-    let options = InitOptions {
-        public_address: "127.0.0.1:0".into(),
-        ..InitOptions::default()
-    };
-    let done = deployment::init(data.path(), &options).expect("init");
-    let mut config = Config::ephemeral(data.path());
     config.vetting.sponsors_required = 1;
     let server = escape_server::start(config).await.expect("start");
     let addr = server.local_addr().to_string();

@@ -24,6 +24,15 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+/// Answer of `POST /v1/admin/keys/rotate`: the master key that seals the store was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRotation {
+    /// How many data keys (one per room, one for the deployment) were re-wrapped.
+    pub data_keys: usize,
+    /// The new master key's public age recipient.
+    pub recipient: String,
+}
+
 /// Query of `GET /v1/admin/audit`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditQuery {

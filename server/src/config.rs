@@ -18,6 +18,8 @@ pub struct Config {
     pub limits: Limits,
     pub vetting: Vetting,
     pub oidc: Oidc,
+    /// The master key that opens the data keys; outside the data dir (see [`crate::seal`]).
+    pub master_key: crate::seal::MasterKeyOptions,
 }
 
 /// OpenID Connect providers applicants may log in with to prove their claims.
@@ -285,6 +287,9 @@ impl Config {
             limits: file.limits,
             vetting: file.vetting,
             oidc: file.oidc,
+            master_key: crate::seal::MasterKeyOptions::from_env(
+                crate::seal::default_master_key_path(data_dir),
+            ),
         };
         config.limits.validate()?;
         config.vetting.validate()?;
@@ -303,6 +308,10 @@ impl Config {
                 ..Vetting::default()
             },
             oidc: Oidc::default(),
+            master_key: crate::seal::MasterKeyOptions {
+                path: crate::seal::default_master_key_path(data_dir),
+                passphrase: None,
+            },
         }
     }
 }

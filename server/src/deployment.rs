@@ -34,6 +34,8 @@ pub enum DeploymentError {
     Cert(#[from] escape_certs::CertError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
     #[error("invalid member: {0}")]
     Member(String),
 }
@@ -145,7 +147,11 @@ impl Layout {
 
 /// Creates a deployment in `dir`: CA, server certificate, store, and the first admin with its
 /// profile. Refuses to touch a dir that already holds one.
-pub fn init(dir: &Path, options: &InitOptions) -> Result<Initialised, DeploymentError> {
+pub fn init(
+    dir: &Path,
+    options: &InitOptions,
+    master: &crate::seal::MasterKey,
+) -> Result<Initialised, DeploymentError> {
     let layout = Layout::new(dir);
     if layout.is_initialised() {
         return Err(DeploymentError::AlreadyInitialised(dir.to_path_buf()));
@@ -171,7 +177,7 @@ pub fn init(dir: &Path, options: &InitOptions) -> Result<Initialised, Deployment
         &layout.public(),
         &format!("{}\n{}\n", options.public_address, options.hosts[0]),
     )?;
-    let store = std::sync::Arc::new(crate::store::SledStore::open(&layout.store())?);
+    let store = crate::seal::open(&layout.store(), master)?;
     let registry = Registry::new(store.clone());
     let mut admin = Member::new(new_member_id(), "admin");
     admin.admin = true;
@@ -282,20 +288,30 @@ fn create_private_dir(path: &Path) -> Result<(), DeploymentError> {
 
 /// Writes a secret: created with mode 0600 from the start, never world-readable for an instant.
 pub fn write_private(path: &Path, contents: &str) -> Result<(), DeploymentError> {
+    write_private_bytes(path, contents.as_bytes())
+}
+
+/// Writes a secret atomically: a 0600 temporary file beside `path`, synced, then renamed over
+/// it, so a crash leaves either the old secret or the new one, never half of one.
+pub fn write_private_bytes(path: &Path, contents: &[u8]) -> Result<(), DeploymentError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let temporary = path.with_file_name(name);
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(io_err(path))?;
+    let mut file = options.open(&temporary).map_err(io_err(&temporary))?;
     // An existing file keeps its old mode on open: set it again.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io_err(path))?;
+            .map_err(io_err(&temporary))?;
     }
-    file.write_all(contents.as_bytes()).map_err(io_err(path))?;
-    file.sync_all().map_err(io_err(path))
+    file.write_all(contents).map_err(io_err(&temporary))?;
+    file.sync_all().map_err(io_err(&temporary))?;
+    fs::rename(&temporary, path).map_err(io_err(path))
 }
 
 pub fn write_public(path: &Path, contents: &str) -> Result<(), DeploymentError> {

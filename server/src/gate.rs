@@ -48,6 +48,8 @@ pub enum ActionKind {
     ManagePolicy,
     /// Seeing one member's entry in the directory.
     SeeMember,
+    /// Rotating the master key that seals the store (admins).
+    ManageKeys,
 }
 
 mod sealed {
@@ -141,6 +143,7 @@ actions! {
     ManageSelf => super::Deployment,
     ManageRoom => escape_proto::RoomName,
     ManagePolicy => super::Deployment,
+    ManageKeys => super::Deployment,
     SeeMember => escape_proto::MemberId,
 }
 
@@ -246,6 +249,7 @@ impl Gate {
             ActionKind::ManageApplications
             | ActionKind::ManageMembers
             | ActionKind::ManagePolicy
+            | ActionKind::ManageKeys
                 if !member.admin =>
             {
                 return Err(ApiError::new(

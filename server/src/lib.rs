@@ -20,6 +20,7 @@ pub mod pki;
 pub mod policy;
 pub mod registry;
 pub mod rooms;
+pub mod seal;
 pub mod server;
 pub mod sessions;
 pub mod state;

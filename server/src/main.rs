@@ -2,15 +2,17 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use escape_proto::{Attributes, Member};
 use escape_server::config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 use escape_server::deployment::{self, InitOptions, Layout};
 use escape_server::registry::Registry;
-use escape_server::store::{SledStore, Store};
+use escape_server::seal::{self, MasterKey, MasterKeyOptions};
+use escape_server::store::Store;
 
 /// The Escape server: a mutual-TLS collaboration platform for vetted experts.
 ///
@@ -25,12 +27,57 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// Where a deployment lives: its data dir and, outside it, the master key that opens its store.
+#[derive(Debug, Clone, clap::Args)]
+struct Deployment {
+    #[arg(long, env = "ESCAPE_DATA", default_value = DEFAULT_DATA_DIR)]
+    data: PathBuf,
+    /// The master key file (default: beside the data dir, `<data>.master-key`). If it is
+    /// protected by a passphrase, set ESCAPE_MASTER_PASSPHRASE; if that variable is set when
+    /// the key is created, the key file is protected with it.
+    #[arg(long, env = "ESCAPE_MASTER_KEY")]
+    master_key: Option<PathBuf>,
+}
+
+impl Deployment {
+    fn embedded() -> Self {
+        Self {
+            data: PathBuf::from(DEFAULT_DATA_DIR),
+            master_key: None,
+        }
+    }
+
+    fn master_key(&self) -> MasterKeyOptions {
+        MasterKeyOptions::from_env(
+            self.master_key
+                .clone()
+                .unwrap_or_else(|| seal::default_master_key_path(&self.data)),
+        )
+    }
+
+    /// Opens the sealed store of a stopped server.
+    fn open_store(&self) -> anyhow::Result<(Arc<seal::SealedStore>, seal::MasterKey)> {
+        let layout = Layout::new(&self.data);
+        if !layout.is_initialised() {
+            bail!("{} holds no deployment", self.data.display());
+        }
+        seal::open_deployment(&self.data, &layout.store(), &self.master_key()).map_err(
+            |e| match e {
+                seal::SealError::Store(_) => anyhow::anyhow!(
+                    "cannot open the store ({e}); is the server running? stop it first"
+                ),
+                other => other.into(),
+            },
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a deployment: CA, server certificate, store, and the first admin's profile.
     Init {
-        #[arg(long, env = "ESCAPE_DATA", default_value = DEFAULT_DATA_DIR)]
-        data: PathBuf,
+        #[command(flatten)]
+        deployment: Deployment,
         /// A DNS name or IP address clients use to reach the server (repeatable).
         #[arg(long = "host", default_values_t = [String::from("localhost"), String::from("127.0.0.1")])]
         hosts: Vec<String>,
@@ -43,8 +90,8 @@ enum Command {
     },
     /// Serve a deployment (created on first start when the data dir is empty).
     Serve {
-        #[arg(long, env = "ESCAPE_DATA", default_value = DEFAULT_DATA_DIR)]
-        data: PathBuf,
+        #[command(flatten)]
+        deployment: Deployment,
         /// Overrides the listen address of the data dir's escape.toml.
         #[arg(long, env = "ESCAPE_LISTEN")]
         listen: Option<SocketAddr>,
@@ -52,10 +99,13 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The master key that seals the store.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Register a member and write its profile (while the server is stopped).
     AddMember {
-        #[arg(long, env = "ESCAPE_DATA", default_value = DEFAULT_DATA_DIR)]
-        data: PathBuf,
+        #[command(flatten)]
+        deployment: Deployment,
         /// Display name; also the profile's file name.
         #[arg(long)]
         name: String,
@@ -80,8 +130,19 @@ enum AuditCommand {
     /// Check the whole hash chain and every signed checkpoint (while the server is stopped);
     /// exits 1 and names the first bad entry if anything was changed, removed or reordered.
     Verify {
-        #[arg(long, env = "ESCAPE_DATA", default_value = DEFAULT_DATA_DIR)]
-        data: PathBuf,
+        #[command(flatten)]
+        deployment: Deployment,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Replace the master key: every data key is re-wrapped to a new one and the key file is
+    /// replaced. With the server stopped this works on the data dir; while it runs, rotate
+    /// through it instead with `escape admin keys rotate` (no downtime).
+    Rotate {
+        #[command(flatten)]
+        deployment: Deployment,
     },
 }
 
@@ -89,29 +150,22 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     let command = cli.command.unwrap_or(Command::Serve {
-        data: PathBuf::from(DEFAULT_DATA_DIR),
+        deployment: Deployment::embedded(),
         listen: None,
     });
     match command {
         Command::Init {
-            data,
+            deployment,
             hosts,
             name,
             listen,
-        } => {
-            init(&data, &hosts, &name, listen)?;
-            Ok(())
-        }
-        Command::Serve { data, listen } => serve(&data, listen),
-        Command::Audit(AuditCommand::Verify { data }) => {
-            let layout = Layout::new(&data);
-            if !layout.is_initialised() {
-                bail!("{} holds no deployment", data.display());
-            }
-            let store = SledStore::open(&layout.store())
-                .context("cannot open the store; stop the server first")?;
+        } => init(&deployment, &hosts, &name, listen),
+        Command::Serve { deployment, listen } => serve(&deployment, listen),
+        Command::Audit(AuditCommand::Verify { deployment }) => {
+            let (store, _) = deployment.open_store()?;
+            let layout = Layout::new(&deployment.data);
             let cert = layout.read(&layout.server_cert())?;
-            match escape_server::audit::verify(&store, &cert)? {
+            match escape_server::audit::verify(store.as_ref(), &cert)? {
                 escape_server::audit::Finding::Intact {
                     entries,
                     checkpoints,
@@ -127,8 +181,22 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Keys(KeysCommand::Rotate { deployment }) => {
+            let (store, master) = deployment.open_store()?;
+            let sealing = seal::Sealing::new(store, master);
+            let rotated = sealing.rotate()?;
+            println!(
+                "master key rotated: {} data keys re-wrapped to {}",
+                rotated.data_keys, rotated.recipient
+            );
+            println!(
+                "key file: {} (the old key no longer opens this data dir)",
+                deployment.master_key().path.display()
+            );
+            Ok(())
+        }
         Command::AddMember {
-            data,
+            deployment,
             name,
             organisation,
             country,
@@ -137,12 +205,9 @@ fn main() -> anyhow::Result<()> {
             clearance,
             admin,
         } => {
-            let layout = Layout::new(&data);
+            let (store, _) = deployment.open_store()?;
+            let layout = Layout::new(&deployment.data);
             let ca = layout.ca()?;
-            let store = std::sync::Arc::new(
-                SledStore::open(&layout.store())
-                    .context("cannot open the store; stop the server first")?,
-            );
             let mut member = Member::new(deployment::new_member_id(), name.clone());
             member.admin = admin;
             member.attributes = Attributes {
@@ -170,7 +235,13 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init(data: &Path, hosts: &[String], name: &str, listen: SocketAddr) -> anyhow::Result<()> {
+fn init(
+    target: &Deployment,
+    hosts: &[String],
+    name: &str,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
+    let data = target.data.as_path();
     // A wildcard listen address is no address to connect to: profiles name the first host.
     let public_address = if listen.ip().is_unspecified() {
         let host = hosts.first().map(String::as_str).unwrap_or("localhost");
@@ -186,7 +257,12 @@ fn init(data: &Path, hosts: &[String], name: &str, listen: SocketAddr) -> anyhow
         hosts: hosts.to_vec(),
         public_address,
     };
-    let done = deployment::init(data, &options)?;
+    let key_options = target.master_key();
+    if Layout::new(data).is_initialised() {
+        bail!("{} already holds a deployment", data.display());
+    }
+    let (master, created) = MasterKey::load_or_create(&key_options)?;
+    let done = deployment::init(data, &options, &master)?;
     if listen.to_string() != DEFAULT_LISTEN {
         std::fs::write(
             data.join(escape_server::config::CONFIG_FILE),
@@ -194,6 +270,22 @@ fn init(data: &Path, hosts: &[String], name: &str, listen: SocketAddr) -> anyhow
         )?;
     }
     println!("deployment created in {}", data.display());
+    if created {
+        println!(
+            "master key created at {}{}: it opens the sealed store; keep it (and its backups) apart from the data dir",
+            key_options.path.display(),
+            if master.is_protected() {
+                " (protected by ESCAPE_MASTER_PASSPHRASE)"
+            } else {
+                ""
+            }
+        );
+    } else {
+        println!(
+            "store sealed with the existing master key {}",
+            key_options.path.display()
+        );
+    }
     println!("admin profile: {}", done.admin_profile.display());
     println!(
         "import it with: escape profile import {}",
@@ -202,7 +294,8 @@ fn init(data: &Path, hosts: &[String], name: &str, listen: SocketAddr) -> anyhow
     Ok(())
 }
 
-fn serve(data: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+fn serve(target: &Deployment, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let data = target.data.as_path();
     let layout = Layout::new(data);
     if !layout.is_initialised() {
         if data.exists() && std::fs::read_dir(data)?.next().is_some() {
@@ -214,13 +307,14 @@ fn serve(data: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         tracing::info!(data = %data.display(), "no deployment yet; creating one");
         let listen = listen.unwrap_or(DEFAULT_LISTEN.parse()?);
         init(
-            data,
+            target,
             &["localhost".into(), "127.0.0.1".into()],
             "Escape",
             listen,
         )?;
     }
-    let config = Config::load(data, listen)?;
+    let mut config = Config::load(data, listen)?;
+    config.master_key = target.master_key();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let server = escape_server::start(config).await?;
@@ -231,6 +325,10 @@ fn serve(data: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         println!(
             "admin profile: {}",
             layout.profiles().join("admin.escape-profile").display()
+        );
+        println!(
+            "master key: {} (outside the data dir; the store is sealed with it)",
+            target.master_key().path.display()
         );
         let token = server.shutdown_token();
         tokio::spawn(async move {

@@ -20,7 +20,7 @@ use crate::registry::Registry;
 use crate::rooms::Rooms;
 use crate::sessions::Sessions;
 use crate::state::AppState;
-use crate::store::{SledStore, Store};
+use crate::store::Store;
 use crate::vetting::applications::Applications;
 use crate::vetting::invites::Invites;
 use crate::vetting::members::Members;
@@ -34,6 +34,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
     #[error(transparent)]
@@ -103,7 +105,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     if !layout.is_initialised() {
         return Err(DeploymentError::NotInitialised(config.data_dir.clone()).into());
     }
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&layout.store())?);
+    let (sealed, master) =
+        crate::seal::open_deployment(&config.data_dir, &layout.store(), &config.master_key)?;
+    tracing::info!(master_key = %master.path().display(), "store opened; values sealed at rest");
+    let store: Arc<dyn Store> = sealed.clone();
+    let sealing = Arc::new(crate::seal::Sealing::new(sealed, master));
     let pki = Arc::new(Pki::load(&layout, store.clone())?);
     let (listener, local_addr) = bind(config.listen).await?;
     let (enroll_listener, enroll_addr) = bind(config.vetting.enroll_listen).await?;
@@ -145,6 +151,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .with_members_may_invite(config.vetting.members_may_invite)
             .with_audit(audit.clone()),
         audit: audit.clone(),
+        sealing,
         members: Members::new(
             registry.clone(),
             pki.clone(),

@@ -29,6 +29,8 @@ pub struct AppState {
     pub members: Members,
     pub oidc: Arc<RelyingParty>,
     pub audit: Arc<AuditLog>,
+    /// The sealed store's keys, for rotating the master key while serving.
+    pub sealing: Arc<crate::seal::Sealing>,
     pub limits: Limits,
     pub vetting: Vetting,
     /// The enrollment listener's address as applicants should use it.

@@ -18,6 +18,8 @@ fn start(cwd: &std::path::Path) -> (Child, String) {
         .current_dir(cwd)
         .env("ESCAPE_LISTEN", "127.0.0.1:0")
         .env_remove("ESCAPE_DATA")
+        .env_remove("ESCAPE_MASTER_KEY")
+        .env_remove("ESCAPE_MASTER_PASSPHRASE")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -135,22 +137,57 @@ async fn the_embedded_default_creates_serves_stops_and_restarts() {
     assert!(terminate(&mut child).success());
 
     // Offline, the audit log of both runs verifies.
-    let verified = Command::new(env!("CARGO_BIN_EXE_escape-server"))
-        .current_dir(cwd.path())
-        .args(["audit", "verify"])
-        .env_remove("ESCAPE_DATA")
-        .output()
-        .expect("run");
-    let out = String::from_utf8_lossy(&verified.stdout);
-    assert!(
-        verified.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    let (verified, out) = offline(cwd.path(), &["audit", "verify"]);
+    assert!(verified, "{out}");
     assert!(
         out.contains("intact") && out.contains("signed checkpoints"),
         "{out}"
     );
+
+    // The master key sits beside the data dir, owner-only; rotating it offline re-wraps the
+    // data keys, after which the old key opens nothing and the new one serves as before.
+    let key = cwd.path().join("escape-data.master-key");
+    let old_key = std::fs::read(&key).expect("master key beside the data dir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the master key is owner-only");
+    }
+    let (rotated, out) = offline(cwd.path(), &["keys", "rotate"]);
+    assert!(rotated, "{out}");
+    assert!(out.contains("data keys re-wrapped"), "{out}");
+    assert_ne!(std::fs::read(&key).expect("new key"), old_key);
+    let old_path = cwd.path().join("old.master-key");
+    std::fs::write(&old_path, &old_key).expect("keep old key");
+    let (opened, out) = offline(
+        cwd.path(),
+        &["audit", "verify", "--master-key", "old.master-key"],
+    );
+    assert!(!opened, "the old master key must not open the store: {out}");
+    assert!(out.contains("do not open"), "{out}");
+    let (mut child, addr) = start(cwd.path());
+    let (status, _) = whoami(&addr, &profile).await;
+    assert!(status.contains("200"), "{status}");
+    assert!(terminate(&mut child).success());
+}
+
+/// Runs an offline command in `cwd`; returns whether it succeeded and what it printed.
+fn offline(cwd: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_escape-server"))
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("ESCAPE_DATA")
+        .env_remove("ESCAPE_MASTER_KEY")
+        .env_remove("ESCAPE_MASTER_PASSPHRASE")
+        .output()
+        .expect("run");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
 }
 
 #[test]

@@ -6,7 +6,6 @@ use escape_e2e::TestDeployment;
 use escape_proto::vetting::StatusChange;
 use escape_proto::{ErrorCode, RoomName};
 use escape_server::audit::{Finding, verify};
-use escape_server::store::SledStore;
 
 #[tokio::test]
 async fn actions_and_denials_are_recorded_and_the_chain_verifies() {
@@ -91,9 +90,9 @@ async fn actions_and_denials_are_recorded_and_the_chain_verifies() {
 
     // After a graceful stop the whole chain verifies, with the shutdown checkpoint signed.
     d.stop().await;
-    let store = SledStore::open(&d.data_dir().join("store")).expect("store");
+    let store = d.open_store();
     let cert = std::fs::read_to_string(d.data_dir().join("pki/server.pem")).expect("cert");
-    match verify(&store, &cert).expect("verify") {
+    match verify(store.as_ref(), &cert).expect("verify") {
         Finding::Intact {
             entries: n,
             checkpoints,

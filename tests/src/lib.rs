@@ -19,7 +19,8 @@ use escape_server::RunningServer;
 use escape_server::config::{Config, Limits, Oidc, Vetting};
 use escape_server::deployment::{self, InitOptions, Layout};
 use escape_server::registry::Registry;
-use escape_server::store::{SledStore, Store};
+use escape_server::seal::{MasterKey, MasterKeyOptions, SealedStore};
+use escape_server::store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long any single wait in a test may take before the test fails instead of hanging.
@@ -37,6 +38,8 @@ pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>)
 #[derive(Debug)]
 pub struct TestDeployment {
     dir: tempfile::TempDir,
+    /// Where the master key lives: another temporary dir, as in production it is outside the data dir.
+    keys: tempfile::TempDir,
     layout: Layout,
     members: HashMap<String, Profile>,
     server: Option<RunningServer>,
@@ -52,11 +55,17 @@ impl TestDeployment {
     pub fn new() -> Self {
         escape_server::tls::install_provider();
         let dir = tempfile::tempdir().expect("tempdir");
+        let keys = tempfile::tempdir().expect("tempdir");
         let options = InitOptions {
             public_address: "127.0.0.1:0".into(),
             ..InitOptions::default()
         };
-        let done = deployment::init(dir.path(), &options).expect("init");
+        let (master, _) = MasterKey::load_or_create(&MasterKeyOptions {
+            path: keys.path().join("master-key"),
+            passphrase: None,
+        })
+        .expect("master key");
+        let done = deployment::init(dir.path(), &options, &master).expect("init");
         let bundle: ProfileBundle = serde_json::from_str(
             &std::fs::read_to_string(&done.admin_profile).expect("read profile"),
         )
@@ -69,6 +78,7 @@ impl TestDeployment {
         Self {
             layout: Layout::new(dir.path()),
             dir,
+            keys,
             members,
             server: None,
             addr: None,
@@ -81,6 +91,25 @@ impl TestDeployment {
 
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The master key file (outside the data dir).
+    pub fn master_key(&self) -> MasterKeyOptions {
+        MasterKeyOptions {
+            path: self.keys.path().join("master-key"),
+            passphrase: None,
+        }
+    }
+
+    /// The deployment's store, opened as the server opens it (the server must be stopped).
+    pub fn open_store(&self) -> Arc<SealedStore> {
+        escape_server::seal::open_deployment(
+            self.dir.path(),
+            &self.layout.store(),
+            &self.master_key(),
+        )
+        .expect("open store")
+        .0
     }
 
     pub fn ca(&self) -> Ca {
@@ -117,7 +146,7 @@ impl TestDeployment {
 
     fn register(&mut self, name: &str, status: MemberStatus, attributes: Attributes) -> MemberId {
         assert!(self.server.is_none(), "add members before start()");
-        let store = Arc::new(SledStore::open(&self.layout.store()).expect("open store"));
+        let store = self.open_store();
         let mut member = Member::new(deployment::new_member_id(), name);
         member.status = status;
         member.attributes = attributes;
@@ -142,6 +171,7 @@ impl TestDeployment {
     pub async fn start(&mut self) {
         assert!(self.server.is_none(), "already started");
         let mut config = Config::ephemeral(self.dir.path());
+        config.master_key = self.master_key();
         if let Some(addr) = self.addr {
             // A restart keeps its port so that profiles and reconnecting clients still reach it.
             config.listen = addr;

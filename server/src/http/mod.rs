@@ -23,6 +23,7 @@
 //! | `GET`/`PUT /v1/rooms/{room}/policy`, `POST .../policy/test` | a room's policy (its admin) |
 //! | `GET /v1/policy/templates` | ready policies |
 //! | `GET /v1/admin/audit?after=&limit=` | the hash-chained audit log (admins) |
+//! | `POST /v1/admin/keys/rotate` | replace the master key that seals the store, while serving (admins) |
 //!
 //! The enrollment listener has its own router ([`enroll`]).
 //!
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/admin/members/{id}/{verb}", post(admin::change_status))
         .route("/v1/admin/audit", get(audit::read))
+        .route("/v1/admin/keys/rotate", post(audit::rotate_keys))
         .route(
             "/v1/policy",
             get(policy::get_deployment).put(policy::set_deployment),

@@ -143,7 +143,8 @@ pub fn action_name(kind: ActionKind) -> Option<&'static str> {
         ActionKind::ReadSelf
         | ActionKind::LeaveRoom
         | ActionKind::ManageRoom
-        | ActionKind::ManagePolicy => {
+        | ActionKind::ManagePolicy
+        | ActionKind::ManageKeys => {
             return None;
         }
     })

@@ -96,6 +96,18 @@ fn memory_store_conforms() {
 }
 
 #[test]
+fn sealed_store_conforms() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (master, _) = crate::seal::MasterKey::load_or_create(&crate::seal::MasterKeyOptions {
+        path: dir.path().join("master-key"),
+        passphrase: None,
+    })
+    .expect("master key");
+    let sealed = crate::seal::open(&dir.path().join("store"), &master).expect("open");
+    suite(sealed.as_ref());
+}
+
+#[test]
 fn sled_store_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
     suite(&SledStore::open(dir.path()).expect("open"));

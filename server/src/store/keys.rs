@@ -132,6 +132,31 @@ pub fn audit_checkpoint(count: u64) -> Vec<u8> {
 
 pub const AUDIT_CHECKPOINT_PREFIX: &[u8] = b"audit/checkpoint/";
 
+/// A scope's data key, wrapped with age to the master identity (the only values stored unsealed).
+pub fn data_key(scope: &[u8]) -> Vec<u8> {
+    join(&[DATA_KEY_PREFIX, scope])
+}
+
+pub const DATA_KEY_PREFIX: &[u8] = b"datakey/";
+
+/// Key kinds whose second component is a room name: their values are sealed under that room's
+/// data key. Every other value is sealed under the deployment's.
+const ROOM_SCOPED_PREFIXES: &[&[u8]] = &[
+    b"room/",
+    b"room-member/",
+    b"msg/",
+    b"client-msg/",
+    ROOM_POLICY_PREFIX,
+];
+
+/// The room a key belongs to, for choosing its data key; `None` for deployment-wide keys.
+pub fn room_scope(key: &[u8]) -> Option<&[u8]> {
+    let prefix = ROOM_SCOPED_PREFIXES.iter().find(|p| key.starts_with(p))?;
+    let rest = &key[prefix.len()..];
+    let room = rest.split(|b| *b == b'/').next().unwrap_or(rest);
+    (!room.is_empty()).then_some(room)
+}
+
 /// The sequence number at the end of a message key (or any key ending in a big-endian u64).
 pub fn seq_of_message_key(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
@@ -157,6 +182,25 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted);
         assert_eq!(seq_of_message_key(&keys[3]), Some(256));
+    }
+
+    #[test]
+    fn room_scoped_keys_name_their_room() {
+        let room = RoomName::parse("ops").expect("room");
+        let member = MemberId::parse("m1").expect("member");
+        for key in [
+            self::room(&room),
+            room_member(&room, &member),
+            message(&room, 7),
+            client_msg(&room, &member, "c1"),
+            room_policy(&room),
+        ] {
+            assert_eq!(room_scope(&key), Some(&b"ops"[..]), "{key:?}");
+        }
+        assert_eq!(room_scope(&self::member(&member)), None);
+        assert_eq!(room_scope(&member_room(&member, &room)), None);
+        assert_eq!(room_scope(DEPLOYMENT_POLICY), None);
+        assert_eq!(room_scope(&audit(1)), None);
     }
 
     #[test]

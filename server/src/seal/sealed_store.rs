@@ -1,0 +1,302 @@
+//! A store that seals every value on the way in and opens it on the way out.
+
+use std::sync::Arc;
+
+use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::{Aead, Payload};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::{DataKeys, MasterKey, Scope, SealError};
+use crate::store::{Batch, Entry, Order, Range, Store, StoreError, Swap, Write, keys};
+
+/// The format of a sealed value: this version byte, a random 24-byte nonce, then the
+/// XChaCha20-Poly1305 ciphertext and tag. The store key is the associated data.
+const VERSION: u8 = 1;
+const NONCE_BYTES: usize = 24;
+
+/// How often a compare-and-swap retries when another writer re-sealed the same value meanwhile.
+const SWAP_ATTEMPTS: usize = 8;
+
+/// Seals values under their scope's data key; see the module docs of [`crate::seal`].
+#[derive(Debug)]
+pub struct SealedStore {
+    inner: Arc<dyn Store>,
+    keys: DataKeys,
+    random: SystemRandom,
+}
+
+impl SealedStore {
+    /// Wraps `inner`; fails if `master` is not the identity its data keys were wrapped to.
+    pub fn new(inner: Arc<dyn Store>, master: &MasterKey) -> Result<Self, SealError> {
+        Ok(Self {
+            keys: DataKeys::open(inner.clone(), master)?,
+            inner,
+            random: SystemRandom::new(),
+        })
+    }
+
+    pub fn data_keys(&self) -> &DataKeys {
+        &self.keys
+    }
+
+    /// The store underneath, holding only ciphertext (for tests that look at raw bytes).
+    pub fn raw(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+
+    fn cipher(&self, key: &[u8]) -> Result<Arc<XChaCha20Poly1305>, StoreError> {
+        self.keys.cipher(&Scope::of(key))
+    }
+
+    fn seal(&self, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if passes_through(key) {
+            return Ok(plaintext.to_vec());
+        }
+        let mut nonce = [0u8; NONCE_BYTES];
+        self.random
+            .fill(&mut nonce)
+            .map_err(|_| StoreError::Backend("no randomness for a nonce".into()))?;
+        let ciphertext = self
+            .cipher(key)?
+            .encrypt(
+                (&nonce).into(),
+                Payload {
+                    msg: plaintext,
+                    aad: key,
+                },
+            )
+            .map_err(|_| StoreError::Backend("sealing failed".into()))?;
+        let mut sealed = Vec::with_capacity(1 + NONCE_BYTES + ciphertext.len());
+        sealed.push(VERSION);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        Ok(sealed)
+    }
+
+    fn open(&self, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if passes_through(key) {
+            return Ok(sealed.to_vec());
+        }
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: reason.into(),
+        };
+        let (version, rest) = sealed.split_first().ok_or_else(|| corrupt("empty"))?;
+        if *version != VERSION || rest.len() < NONCE_BYTES {
+            return Err(corrupt("not a sealed value"));
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
+        let nonce: &[u8; NONCE_BYTES] = nonce
+            .try_into()
+            .map_err(|_| corrupt("not a sealed value"))?;
+        self.cipher(key)?
+            .decrypt(
+                nonce.into(),
+                Payload {
+                    msg: ciphertext,
+                    aad: key,
+                },
+            )
+            .map_err(|_| corrupt("does not open: altered, moved, or sealed under another key"))
+    }
+}
+
+/// Wrapped data keys are stored as they are.
+fn passes_through(key: &[u8]) -> bool {
+    key.starts_with(keys::DATA_KEY_PREFIX)
+}
+
+impl Store for SealedStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner
+            .get(key)?
+            .map(|sealed| self.open(key, &sealed))
+            .transpose()
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut sealed = Batch::default();
+        for write in batch.into_writes() {
+            match write {
+                Write::Put(key, value) => {
+                    let value = self.seal(&key, &value)?;
+                    sealed.put(key, value);
+                }
+                Write::Delete(key) => {
+                    sealed.delete(key);
+                }
+            }
+        }
+        self.inner.apply(sealed)
+    }
+
+    /// Sealing is randomised, so the expected plaintext is compared after opening the current
+    /// value, and the swap is made against the exact ciphertext that was opened.
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Swap, StoreError> {
+        let new = new.map(|v| self.seal(key, v)).transpose()?;
+        for _ in 0..SWAP_ATTEMPTS {
+            let current = self.inner.get(key)?;
+            let matches = match (&current, expected) {
+                (None, None) => true,
+                (Some(sealed), Some(expected)) => self.open(key, sealed)? == expected,
+                _ => false,
+            };
+            if !matches {
+                return Ok(Swap::Conflict);
+            }
+            match self
+                .inner
+                .compare_and_swap(key, current.as_deref(), new.as_deref())?
+            {
+                Swap::Done => return Ok(Swap::Done),
+                // Changed between our read and the swap: look again.
+                Swap::Conflict => continue,
+            }
+        }
+        Ok(Swap::Conflict)
+    }
+
+    fn scan(&self, range: &Range, order: Order, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.inner
+            .scan(range, order, limit)?
+            .into_iter()
+            .map(|(key, sealed)| {
+                let value = self.open(&key, &sealed)?;
+                Ok((key, value))
+            })
+            .collect()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::MasterKeyOptions;
+    use crate::store::MemoryStore;
+
+    fn master(dir: &std::path::Path, name: &str) -> MasterKey {
+        MasterKey::load_or_create(&MasterKeyOptions {
+            path: dir.join(name),
+            passphrase: None,
+        })
+        .expect("master")
+        .0
+    }
+
+    #[test]
+    fn values_are_ciphertext_underneath_and_plaintext_above() {
+        let dir = tempfile::tempdir().expect("dir");
+        let raw: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let sealed = SealedStore::new(raw.clone(), &master(dir.path(), "k")).expect("open");
+        sealed
+            .put(b"msg/ops/1", b"the secret indicator 198.51.100.7")
+            .expect("put");
+        sealed
+            .put(b"member/m1", b"organisation CERT-X")
+            .expect("put");
+        assert_eq!(
+            sealed.get(b"msg/ops/1").expect("get").as_deref(),
+            Some(&b"the secret indicator 198.51.100.7"[..])
+        );
+        for (key, value) in raw.scan_prefix(b"", usize::MAX).expect("scan") {
+            let text = String::from_utf8_lossy(&value);
+            assert!(!text.contains("secret"), "{key:?} holds plaintext");
+            assert!(!text.contains("CERT-X"), "{key:?} holds plaintext");
+        }
+        // Two rooms and the deployment each got their own data key.
+        sealed.put(b"msg/intel/1", b"x").expect("put");
+        let data_keys = raw.scan_prefix(keys::DATA_KEY_PREFIX, 10).expect("scan");
+        assert_eq!(data_keys.len(), 3, "{data_keys:?}");
+    }
+
+    #[test]
+    fn a_value_moved_to_another_key_or_altered_does_not_open() {
+        let dir = tempfile::tempdir().expect("dir");
+        let raw: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let sealed = SealedStore::new(raw.clone(), &master(dir.path(), "k")).expect("open");
+        sealed.put(b"msg/ops/1", b"one").expect("put");
+        let bytes = raw.get(b"msg/ops/1").expect("get").expect("present");
+        raw.put(b"msg/ops/2", &bytes).expect("move");
+        assert!(matches!(
+            sealed.get(b"msg/ops/2"),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let mut altered = bytes.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        raw.put(b"msg/ops/1", &altered).expect("alter");
+        assert!(matches!(
+            sealed.get(b"msg/ops/1"),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn another_master_key_is_refused_and_rewrapping_hands_over() {
+        let dir = tempfile::tempdir().expect("dir");
+        let raw: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let first = master(dir.path(), "first");
+        let sealed = SealedStore::new(raw.clone(), &first).expect("open");
+        sealed.put(b"msg/ops/1", b"kept").expect("put");
+        let second = master(dir.path(), "second");
+        assert!(matches!(
+            SealedStore::new(raw.clone(), &second),
+            Err(SealError::WrongMasterKey { .. })
+        ));
+        assert_eq!(sealed.data_keys().rewrap(&second).expect("rewrap"), 2);
+        // The running store keeps working; a fresh open needs the new key, not the old.
+        assert_eq!(
+            sealed.get(b"msg/ops/1").expect("get").as_deref(),
+            Some(&b"kept"[..])
+        );
+        sealed.put(b"msg/new-room/1", b"after").expect("put");
+        let reopened = SealedStore::new(raw.clone(), &second).expect("new key opens");
+        assert_eq!(
+            reopened.get(b"msg/new-room/1").expect("get").as_deref(),
+            Some(&b"after"[..])
+        );
+        assert!(SealedStore::new(raw, &first).is_err(), "old key is useless");
+    }
+
+    #[test]
+    fn compare_and_swap_compares_plaintext() {
+        let dir = tempfile::tempdir().expect("dir");
+        let raw: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let sealed = SealedStore::new(raw, &master(dir.path(), "k")).expect("open");
+        assert_eq!(
+            sealed
+                .compare_and_swap(b"k", None, Some(b"a"))
+                .expect("cas"),
+            Swap::Done
+        );
+        assert_eq!(
+            sealed
+                .compare_and_swap(b"k", None, Some(b"b"))
+                .expect("cas"),
+            Swap::Conflict
+        );
+        assert_eq!(
+            sealed
+                .compare_and_swap(b"k", Some(b"a"), Some(b"b"))
+                .expect("cas"),
+            Swap::Done
+        );
+        assert_eq!(sealed.get(b"k").expect("get").as_deref(), Some(&b"b"[..]));
+        assert_eq!(
+            sealed
+                .compare_and_swap(b"k", Some(b"b"), None)
+                .expect("cas"),
+            Swap::Done
+        );
+        assert_eq!(sealed.get(b"k").expect("get"), None);
+    }
+}
