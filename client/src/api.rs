@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use escape_proto::audit::{AuditEntry, AuditQuery, KeyRotation};
+use escape_proto::file::{
+    AddCopies, FileInfo, KeyGeneration, NewGeneration, RoomKeys, StartUpload, UploadStatus,
+};
 use escape_proto::room::{
     CreateRoom, HistoryPage, HistoryQuery, PolicyDocument, PolicyImpact, PolicyTemplate, RoomList,
     RoomSummary,
@@ -282,6 +285,122 @@ impl Client {
             .await
     }
 
+    /// The room's file key generations, with this member's sealed copies.
+    pub async fn room_keys(&self, room: &RoomName) -> Result<RoomKeys, ClientError> {
+        self.call(self.http.get(self.url(&format!("/v1/rooms/{room}/keys"))))
+            .await
+    }
+
+    pub async fn new_key_generation(
+        &self,
+        room: &RoomName,
+        request: &NewGeneration,
+    ) -> Result<KeyGeneration, ClientError> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/rooms/{room}/keys")))
+                .json(request),
+        )
+        .await
+    }
+
+    pub async fn add_key_copies(
+        &self,
+        room: &RoomName,
+        generation: u32,
+        request: &AddCopies,
+    ) -> Result<(), ClientError> {
+        self.call_empty(
+            self.http
+                .post(self.url(&format!("/v1/rooms/{room}/keys/{generation}/copies")))
+                .json(request),
+        )
+        .await
+    }
+
+    pub async fn start_upload(
+        &self,
+        room: &RoomName,
+        request: &StartUpload,
+    ) -> Result<UploadStatus, ClientError> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/rooms/{room}/files")))
+                .json(request),
+        )
+        .await
+    }
+
+    pub async fn upload_status(
+        &self,
+        room: &RoomName,
+        file_id: &str,
+    ) -> Result<UploadStatus, ClientError> {
+        self.call(
+            self.http
+                .get(self.url(&format!("/v1/rooms/{room}/files/{file_id}/upload"))),
+        )
+        .await
+    }
+
+    /// Sends `bytes` of ciphertext at `offset`.
+    pub async fn put_chunk(
+        &self,
+        room: &RoomName,
+        file_id: &str,
+        offset: u64,
+        bytes: Vec<u8>,
+    ) -> Result<UploadStatus, ClientError> {
+        self.call(
+            self.http
+                .put(self.url(&format!("/v1/rooms/{room}/files/{file_id}/content")))
+                .query(&[("offset", offset)])
+                .timeout(std::time::Duration::from_secs(300))
+                .body(bytes),
+        )
+        .await
+    }
+
+    pub async fn complete_upload(
+        &self,
+        room: &RoomName,
+        file_id: &str,
+    ) -> Result<FileInfo, ClientError> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/rooms/{room}/files/{file_id}/complete"))),
+        )
+        .await
+    }
+
+    pub async fn files(&self, room: &RoomName) -> Result<Vec<FileInfo>, ClientError> {
+        self.call(self.http.get(self.url(&format!("/v1/rooms/{room}/files"))))
+            .await
+    }
+
+    /// The ciphertext of a file from `offset` on, as a response to read in chunks.
+    pub async fn file_content(
+        &self,
+        room: &RoomName,
+        file_id: &str,
+        offset: u64,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/rooms/{room}/files/{file_id}/content")))
+            .query(&[("offset", offset)])
+            .timeout(std::time::Duration::from_secs(6 * 3600))
+            .send()
+            .await
+            .map_err(|e| self.connect_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let bytes = response.bytes().await.map_err(|e| self.connect_error(&e))?;
+        Err(server_error(status.as_u16(), &bytes))
+    }
+
     /// Audit entries after `after`, oldest first.
     pub async fn audit(&self, after: u64, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
         let query = AuditQuery {
@@ -310,7 +429,17 @@ impl Client {
         Err(server_error(status.as_u16(), &bytes))
     }
 
-    fn connect_error(&self, e: &reqwest::Error) -> ClientError {
+    async fn call_empty(&self, request: reqwest::RequestBuilder) -> Result<(), ClientError> {
+        let response = request.send().await.map_err(|e| self.connect_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = response.bytes().await.map_err(|e| self.connect_error(&e))?;
+        Err(server_error(status.as_u16(), &bytes))
+    }
+
+    pub(crate) fn connect_error(&self, e: &reqwest::Error) -> ClientError {
         // The useful cause (a TLS alert, a refused connection) is at the bottom of the chain.
         let mut message = e.to_string();
         let mut source = std::error::Error::source(e);

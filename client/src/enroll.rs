@@ -275,10 +275,9 @@ pub async fn poll(store: &ProfileStore, pending: &Pending) -> Result<Outcome, Cl
                 ca_pem: credentials.ca_pem,
                 cert_pem: credentials.cert_pem,
                 key_pem: read("key.pem")?,
+                age_identity: Some(read("age.key")?),
             };
             store.save(&profile)?;
-            let age_key = read("age.key")?;
-            store.save_age_identity(&profile.name, &age_key)?;
             forget(store, &pending.id)?;
             Ok(Outcome::Approved(profile))
         }

@@ -31,6 +31,9 @@ pub enum ClientError {
     Protocol(String),
     #[error("the connection closed{}", .0.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
     Closed(Option<String>),
+    /// A file or a room key did not decrypt or verify; nothing was written.
+    #[error("{0}")]
+    File(String),
 }
 
 impl ClientError {
@@ -55,6 +58,7 @@ impl ClientError {
                 _ => 1,
             },
             Self::Protocol(_) => 1,
+            Self::File(_) => 9,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod channel;
 pub mod enroll;
 pub mod error;
+pub mod files;
 pub mod profile;
 pub mod tail;
 pub mod tls;

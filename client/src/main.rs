@@ -71,6 +71,18 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Encrypt a file to the room's key on this machine and share it (resumable upload).
+    Upload { room: RoomName, path: PathBuf },
+    /// The files shared in a room (also shares the room's keys with members who joined).
+    Files { room: RoomName },
+    /// Download a file, decrypt it here and check its size and SHA-256.
+    Download {
+        room: RoomName,
+        file_id: String,
+        /// Where to write it (default: its name, made safe, in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Follow a room live; reconnects and resumes without gaps.
     Tail {
         room: RoomName,
@@ -158,6 +170,10 @@ enum RoomCommand {
         classification: Option<u8>,
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// Whether members who join later can read files shared before (default: yes, unless
+        /// the room is TLP:RED).
+        #[arg(long)]
+        history_for_joiners: Option<bool>,
     },
 }
 
@@ -425,6 +441,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             tlp_max,
             classification,
             tags,
+            history_for_joiners,
         }) => {
             let request = escape_proto::room::CreateRoom {
                 name,
@@ -432,6 +449,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 tlp_max,
                 classification,
                 tags,
+                history_for_joiners,
             };
             let room = client.create_room_with(&request).await?;
             print(json, &room, || {
@@ -485,6 +503,15 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             });
         }
         Command::Tail { room, since, count } => tail(client, json, room, since, count).await?,
+        Command::Upload { room, path } => cli::files::upload(&client, json, &room, &path).await?,
+        Command::Files { room } => cli::files::list(&client, json, &room).await?,
+        Command::Download {
+            room,
+            file_id,
+            output,
+        } => {
+            cli::files::download(&client, json, &room, &file_id, output.as_deref()).await?;
+        }
         Command::Invite(InviteCommand::Create { expires }) => {
             cli::vetting::invite(&client, json, expires).await?
         }

@@ -31,6 +31,8 @@ pub struct Profile {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// The age identity that opens the room keys sealed to this member (file encryption).
+    pub age_identity: Option<String>,
 }
 
 impl std::fmt::Debug for Profile {
@@ -60,6 +62,7 @@ impl Profile {
             ca_pem: bundle.ca_pem,
             cert_pem: bundle.cert_pem,
             key_pem: bundle.key_pem,
+            age_identity: bundle.age_identity,
         })
     }
 }
@@ -153,6 +156,9 @@ impl ProfileStore {
         write_file(&dir.join("ca.pem"), &profile.ca_pem, 0o644)?;
         write_file(&dir.join("cert.pem"), &profile.cert_pem, 0o644)?;
         write_file(&dir.join("key.pem"), &profile.key_pem, 0o600)?;
+        if let Some(identity) = &profile.age_identity {
+            write_file(&dir.join("age.key"), identity, 0o600)?;
+        }
         if self.default_name()?.is_none() {
             self.set_default(&profile.name)?;
         }
@@ -165,11 +171,6 @@ impl ProfileStore {
         profile.server = server.to_owned();
         self.save(&profile)?;
         Ok(profile)
-    }
-
-    /// Stores the member's age identity (file decryption key) beside its TLS key, mode 0600.
-    pub fn save_age_identity(&self, name: &str, identity: &str) -> Result<(), ClientError> {
-        write_file(&self.dir(name).join("age.key"), identity, 0o600)
     }
 
     /// Replaces a profile's certificate, and its key when a new one was made (renewal).
@@ -244,6 +245,11 @@ impl ProfileStore {
             ca_pem: read("ca.pem")?,
             cert_pem: read("cert.pem")?,
             key_pem: read("key.pem")?,
+            age_identity: match fs::read_to_string(dir.join("age.key")) {
+                Ok(text) => Some(text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io(&dir.join("age.key"))(e)),
+            },
         })
     }
 }

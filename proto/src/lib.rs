@@ -16,6 +16,7 @@
 
 pub mod audit;
 pub mod error;
+pub mod file;
 pub mod frame;
 pub mod member;
 pub mod message;

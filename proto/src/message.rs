@@ -12,7 +12,17 @@ use crate::room::RoomName;
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Body {
-    Text { text: String },
+    Text {
+        text: String,
+    },
+    /// A file was shared (written by the server when an upload completes, never by a client).
+    File {
+        file_id: String,
+        name: String,
+        /// Bytes of ciphertext.
+        size: u64,
+        generation: u32,
+    },
 }
 
 impl Body {
@@ -24,6 +34,7 @@ impl Body {
     pub fn size(&self) -> usize {
         match self {
             Self::Text { text } => text.len(),
+            Self::File { name, file_id, .. } => name.len() + file_id.len(),
         }
     }
 
@@ -31,6 +42,7 @@ impl Body {
     pub fn is_empty(&self) -> bool {
         match self {
             Self::Text { text } => text.trim().is_empty(),
+            Self::File { file_id, .. } => file_id.is_empty(),
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct ProfileBundle {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// The member's age X25519 identity (`AGE-SECRET-KEY-1…`), which opens the room keys sealed
+    /// to it. Present when the operator registered the member; enrolled members made their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_identity: Option<String>,
 }
 
 impl std::fmt::Debug for ProfileBundle {
@@ -36,6 +40,10 @@ impl std::fmt::Debug for ProfileBundle {
             .field("server", &self.server)
             .field("server_name", &self.server_name)
             .field("key_pem", &"<redacted>")
+            .field(
+                "age_identity",
+                &self.age_identity.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -55,6 +63,7 @@ mod tests {
             ca_pem: String::new(),
             cert_pem: String::new(),
             key_pem: "SECRET".into(),
+            age_identity: Some("AGE-SECRET-KEY-1SECRET".into()),
         };
         assert!(!format!("{bundle:?}").contains("SECRET"));
     }

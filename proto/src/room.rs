@@ -91,6 +91,10 @@ pub struct CreateRoom {
     pub classification: Option<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Whether members who join later receive the older file key generations, and so can read
+    /// files shared before they joined (default: yes, unless the room is TLP:RED).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_for_joiners: Option<bool>,
 }
 
 impl CreateRoom {
@@ -101,6 +105,7 @@ impl CreateRoom {
             tlp_max: None,
             classification: None,
             tags: Vec::new(),
+            history_for_joiners: None,
         }
     }
 }

@@ -187,6 +187,14 @@ pub struct Limits {
     pub history_page_max: u32,
     /// How long shutdown waits for connections to finish.
     pub shutdown_grace_ms: u64,
+    /// Largest file (bytes of ciphertext).
+    pub max_file_bytes: u64,
+    /// Largest chunk of one upload request.
+    pub file_chunk_bytes: u64,
+    /// Bytes of files one member may have stored, over all rooms.
+    pub member_quota_bytes: u64,
+    /// Bytes of files one room may hold.
+    pub room_quota_bytes: u64,
 }
 
 impl Default for Limits {
@@ -201,6 +209,10 @@ impl Default for Limits {
             durable_timeout_ms: 10_000,
             history_page_max: 500,
             shutdown_grace_ms: 10_000,
+            max_file_bytes: 2 * 1024 * 1024 * 1024,
+            file_chunk_bytes: 4 * 1024 * 1024,
+            member_quota_bytes: 20 * 1024 * 1024 * 1024,
+            room_quota_bytes: 100 * 1024 * 1024 * 1024,
         }
     }
 }

@@ -102,6 +102,11 @@ impl Layout {
     pub fn store(&self) -> PathBuf {
         self.root.join("store")
     }
+    /// Shared files: ciphertext only (age), one folder per room.
+    pub fn files(&self) -> PathBuf {
+        self.root.join("files")
+    }
+
     pub fn profiles(&self) -> PathBuf {
         self.root.join("profiles")
     }
@@ -209,7 +214,7 @@ pub fn add_member_with(
     layout: &Layout,
     ca: &Ca,
     registry: &Registry,
-    member: Member,
+    mut member: Member,
     file_stem: &str,
 ) -> Result<PathBuf, DeploymentError> {
     if file_stem.is_empty()
@@ -230,7 +235,13 @@ pub fn add_member_with(
             path.display()
         )));
     }
-    let (bundle, serial, not_after) = issue_profile(layout, ca, &member, file_stem)?;
+    // The member's file key: made here because an operator-registered member did not enroll
+    // with a key of its own. It travels only inside the (0600) profile bundle.
+    let age_identity = age::x25519::Identity::generate();
+    member.age_recipient = Some(age_identity.to_public().to_string());
+    let (mut bundle, serial, not_after) = issue_profile(layout, ca, &member, file_stem)?;
+    bundle.age_identity =
+        Some(age::secrecy::ExposeSecret::expose_secret(&age_identity.to_string()).to_owned());
     // Registered by the operator at the console: the member's own id stands for "by".
     registry.create(
         &member,
@@ -267,6 +278,7 @@ pub fn issue_profile(
         ca_pem: ca.cert_pem().to_owned(),
         cert_pem: issued.cert_pem,
         key_pem: issued.key_pem,
+        age_identity: None,
     };
     Ok((bundle, issued.serial, issued.not_after))
 }

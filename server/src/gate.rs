@@ -50,6 +50,10 @@ pub enum ActionKind {
     SeeMember,
     /// Rotating the master key that seals the store (admins).
     ManageKeys,
+    /// Sharing a file in a room: its key generations and the encrypted upload.
+    UploadFile,
+    /// Reading a room's files and the keys sealed to oneself.
+    DownloadFile,
 }
 
 mod sealed {
@@ -144,6 +148,8 @@ actions! {
     ManageRoom => escape_proto::RoomName,
     ManagePolicy => super::Deployment,
     ManageKeys => super::Deployment,
+    UploadFile => escape_proto::RoomName,
+    DownloadFile => escape_proto::RoomName,
     SeeMember => escape_proto::MemberId,
 }
 
@@ -362,6 +368,7 @@ mod tests {
                     classification: 0,
                     owner_organisation: String::new(),
                     tags: Vec::new(),
+                    history_for_joiners: None,
                 })
                 .expect("encode"),
             )

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod config;
 pub mod deployment;
 pub mod error;
+pub mod files;
 pub mod gate;
 pub mod http;
 pub mod identity;

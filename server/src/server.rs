@@ -152,6 +152,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .with_audit(audit.clone()),
         audit: audit.clone(),
         sealing,
+        files: Arc::new(crate::files::Files::new(
+            store.clone(),
+            registry.clone(),
+            config.limits.clone(),
+            layout.files(),
+        )),
         members: Members::new(
             registry.clone(),
             pki.clone(),

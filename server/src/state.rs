@@ -29,6 +29,8 @@ pub struct AppState {
     pub members: Members,
     pub oidc: Arc<RelyingParty>,
     pub audit: Arc<AuditLog>,
+    /// Room keys and end-to-end encrypted files.
+    pub files: Arc<crate::files::Files>,
     /// The sealed store's keys, for rotating the master key while serving.
     pub sealing: Arc<crate::seal::Sealing>,
     pub limits: Limits,

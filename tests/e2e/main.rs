@@ -6,6 +6,7 @@ mod audit;
 mod bad_input;
 mod certificates;
 mod durability;
+mod files;
 mod messaging;
 mod oidc;
 mod policy;

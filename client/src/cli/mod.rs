@@ -1,5 +1,6 @@
 //! The pieces of the `escape` binary beyond argument parsing: how things are printed, and the
 //! vetting commands.
 
+pub mod files;
 pub mod output;
 pub mod vetting;

@@ -89,9 +89,38 @@ pub fn event(e: &Event) -> String {
     let time = e.sent_at.format(&format).unwrap_or_default();
     let text = match &e.body {
         Body::Text { text } => clean(text),
+        Body::File {
+            file_id,
+            name,
+            size,
+            ..
+        } => format!(
+            "shared a file: {} ({}, id {})  -> escape download {} {}",
+            clean(name),
+            bytes(*size),
+            clean(file_id),
+            e.room,
+            clean(file_id)
+        ),
         other => format!("{other:?}"),
     };
     format!("#{:<5} {time}  {}: {text}", e.seq, clean(&e.sender_name))
+}
+
+/// A byte count for people.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 pub fn timestamp(t: time::OffsetDateTime) -> String {

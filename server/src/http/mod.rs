@@ -23,6 +23,11 @@
 //! | `GET`/`PUT /v1/rooms/{room}/policy`, `POST .../policy/test` | a room's policy (its admin) |
 //! | `GET /v1/policy/templates` | ready policies |
 //! | `GET /v1/admin/audit?after=&limit=` | the hash-chained audit log (admins) |
+//! | `GET /v1/rooms/{room}/keys` | the room's file key generations, with the caller's sealed copies |
+//! | `POST /v1/rooms/{room}/keys`, `POST .../keys/{generation}/copies` | a new generation; copies for members who lack one |
+//! | `GET`/`POST /v1/rooms/{room}/files` | shared files; announce an upload (ciphertext size, key generation) |
+//! | `PUT /v1/rooms/{room}/files/{id}/content?offset=`, `GET .../upload`, `POST .../complete` | resumable upload |
+//! | `GET /v1/rooms/{room}/files/{id}/content?offset=` | download the ciphertext (resumable) |
 //! | `POST /v1/admin/keys/rotate` | replace the master key that seals the store, while serving (admins) |
 //!
 //! The enrollment listener has its own router ([`enroll`]).
@@ -33,6 +38,7 @@
 mod admin;
 mod audit;
 pub mod enroll;
+mod files;
 mod policy;
 mod principal;
 mod rooms;
@@ -89,6 +95,34 @@ pub fn router(state: AppState) -> Router {
             get(policy::get_room).put(policy::set_room),
         )
         .route("/v1/rooms/{room}/policy/test", post(policy::test_room))
+        .route(
+            "/v1/rooms/{room}/keys",
+            get(files::keys).post(files::new_generation),
+        )
+        .route(
+            "/v1/rooms/{room}/keys/{generation}/copies",
+            post(files::add_copies),
+        )
+        .route(
+            "/v1/rooms/{room}/files",
+            get(files::list).post(files::start_upload),
+        )
+        .route(
+            "/v1/rooms/{room}/files/{id}/content",
+            get(files::download)
+                .put(files::put_chunk)
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(state.limits.file_chunk_bytes).unwrap_or(usize::MAX),
+                )),
+        )
+        .route(
+            "/v1/rooms/{room}/files/{id}/upload",
+            get(files::upload_status),
+        )
+        .route(
+            "/v1/rooms/{room}/files/{id}/complete",
+            post(files::complete),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

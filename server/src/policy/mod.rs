@@ -140,6 +140,8 @@ pub fn action_name(kind: ActionKind) -> Option<&'static str> {
         ActionKind::Vouch => "vouch",
         ActionKind::ManageMembers => "manage_members",
         ActionKind::SeeMember => "see_member",
+        ActionKind::UploadFile => "upload",
+        ActionKind::DownloadFile => "download",
         ActionKind::ReadSelf
         | ActionKind::LeaveRoom
         | ActionKind::ManageRoom

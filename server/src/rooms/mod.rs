@@ -39,6 +39,9 @@ pub struct RoomRecord {
     pub owner_organisation: String,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// See [`CreateRoom::history_for_joiners`]; `None` means the default for the room's TLP.
+    #[serde(default)]
+    pub history_for_joiners: Option<bool>,
 }
 
 fn default_tlp_max() -> String {
@@ -49,6 +52,11 @@ fn default_tlp_max() -> String {
 pub const TLP_LABELS: &[&str] = &["RED", "AMBER+STRICT", "AMBER", "GREEN", "CLEAR"];
 
 impl RoomRecord {
+    /// Whether joiners get older file key generations: as set, else not in TLP:RED rooms.
+    pub fn history_for_joiners(&self) -> bool {
+        self.history_for_joiners.unwrap_or(self.tlp_max != "RED")
+    }
+
     /// What policies see of the room.
     pub fn attributes(&self) -> crate::policy::RoomAttributes {
         crate::policy::RoomAttributes {
@@ -139,6 +147,7 @@ impl Rooms {
             classification: request.classification.unwrap_or(0),
             owner_organisation: auth.principal().member().attributes.organisation.clone(),
             tags: request.tags,
+            history_for_joiners: request.history_for_joiners,
         };
         let key = keys::room(&record.name);
         if self
@@ -170,7 +179,12 @@ impl Rooms {
         batch
             .delete(keys::room_member(room, member))
             .delete(keys::member_room(member, room));
-        self.store.apply(batch)?;
+        {
+            // Files shared from now on must not be readable with a key the leaver holds.
+            let _keys = crate::files::key_lock()?;
+            self.store.apply(batch)?;
+            crate::files::room_departed(self.store.as_ref(), room)?;
+        }
         self.summary(room, member)
     }
 
@@ -185,7 +199,17 @@ impl Rooms {
         batch
             .put(keys::room_member(room, member), membership.clone())
             .put(keys::member_room(member, room), membership);
+        let _keys = crate::files::key_lock()?;
         self.store.apply(batch)?;
+        // In a room that keeps older file keys from joiners, a joiner must not be handed the
+        // current generation either: the next upload makes a new one that includes them.
+        let record: RoomRecord = match self.store.get(&keys::room(room))? {
+            Some(bytes) => value::decode(&keys::room(room), &bytes)?,
+            None => return Ok(()),
+        };
+        if !record.history_for_joiners() {
+            crate::files::room_departed(self.store.as_ref(), room)?;
+        }
         Ok(())
     }
 
@@ -273,6 +297,46 @@ impl Rooms {
         client_msg_id: String,
         body: Body,
     ) -> Result<Appended, ApiError> {
+        if matches!(body, Body::File { .. }) {
+            return Err(ApiError::invalid(
+                "file events are written by the server when an upload completes; upload the file instead",
+            ));
+        }
+        self.append_as(
+            auth.resource(),
+            auth.principal().member(),
+            client_msg_id,
+            body,
+        )
+    }
+
+    /// Announces a completed upload in the room's channel (sequenced like any message).
+    pub fn append_file_event(
+        &self,
+        auth: &Authorized<action::UploadFile>,
+        file: &escape_proto::file::FileInfo,
+    ) -> Result<Appended, ApiError> {
+        let body = Body::File {
+            file_id: file.id.clone(),
+            name: file.name.clone(),
+            size: file.size,
+            generation: file.generation,
+        };
+        self.append_as(
+            auth.resource(),
+            auth.principal().member(),
+            format!("file-{}", file.id),
+            body,
+        )
+    }
+
+    fn append_as(
+        &self,
+        room: &RoomName,
+        sender: &escape_proto::Member,
+        client_msg_id: String,
+        body: Body,
+    ) -> Result<Appended, ApiError> {
         if body.size() > self.limits.max_body_bytes {
             return Err(ApiError::new(
                 ErrorCode::TooLarge,
@@ -286,8 +350,6 @@ impl Rooms {
         if body.is_empty() {
             return Err(ApiError::invalid("the message body is empty"));
         }
-        let room = auth.resource();
-        let sender = auth.principal().member();
         let log = self.log(room)?;
         let idempotency_key = keys::client_msg(room, &sender.id, &client_msg_id);
         let mut last = log.last.lock().map_err(|_| lock_poisoned())?;

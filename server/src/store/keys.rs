@@ -132,6 +132,31 @@ pub fn audit_checkpoint(count: u64) -> Vec<u8> {
 
 pub const AUDIT_CHECKPOINT_PREFIX: &[u8] = b"audit/checkpoint/";
 
+/// One generation of a room's file key (its public recipient and the sealed copies).
+pub fn room_key(room: &RoomName, generation: u32) -> Vec<u8> {
+    join(&[room_keys_prefix(room).as_slice(), &generation.to_be_bytes()])
+}
+
+pub fn room_keys_prefix(room: &RoomName) -> Vec<u8> {
+    join(&[b"room-key/", room.as_str().as_bytes(), b"/"])
+}
+
+/// Which generation uploads use, and whether membership shrank since it was made.
+pub fn room_key_state(room: &RoomName) -> Vec<u8> {
+    join(&[b"room-key-state/", room.as_str().as_bytes()])
+}
+
+/// A shared file's record (name, size, sender; the ciphertext itself is a file on disk).
+pub fn file(room: &RoomName, id: &str) -> Vec<u8> {
+    join(&[files_prefix(room).as_slice(), id.as_bytes()])
+}
+
+pub fn files_prefix(room: &RoomName) -> Vec<u8> {
+    join(&[FILES_PREFIX, room.as_str().as_bytes(), b"/"])
+}
+
+pub const FILES_PREFIX: &[u8] = b"file/";
+
 /// A scope's data key, wrapped with age to the master identity (the only values stored unsealed).
 pub fn data_key(scope: &[u8]) -> Vec<u8> {
     join(&[DATA_KEY_PREFIX, scope])
@@ -147,6 +172,9 @@ const ROOM_SCOPED_PREFIXES: &[&[u8]] = &[
     b"msg/",
     b"client-msg/",
     ROOM_POLICY_PREFIX,
+    b"room-key/",
+    b"room-key-state/",
+    b"file/",
 ];
 
 /// The room a key belongs to, for choosing its data key; `None` for deployment-wide keys.

@@ -79,6 +79,7 @@ impl Members {
             tracing::warn!(member = %target, certificates = revoked, by = %admin, "member revoked");
         }
         if change != StatusChange::Reinstate {
+            crate::files::member_departed(self.registry.store(), target)?;
             let word = if change == StatusChange::Revoke {
                 "revoked"
             } else {

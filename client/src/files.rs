@@ -1,0 +1,579 @@
+//! End-to-end encrypted files: room key generations made and shared by clients, files
+//! encrypted with age before they leave the machine and checked after they come back.
+//!
+//! The server only ever sees ciphertext and sealed copies. Encryption and decryption stream in
+//! constant memory (the file is read twice on upload: once to hash it, once to encrypt it);
+//! ciphertext is staged in a temporary file so an interrupted transfer resumes at the byte the
+//! server (or the local copy) already has.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use age::secrecy::ExposeSecret;
+use escape_proto::file::{
+    AddCopies, FILE_MAGIC, FileHeader, FileInfo, NewGeneration, RoomKeys, StartUpload,
+    safe_file_name,
+};
+use escape_proto::{ErrorCode, RoomName};
+
+use crate::api::Client;
+use crate::error::ClientError;
+use crate::profile::Profile;
+
+/// How often one chunk is retried after a failure, resuming where the server stands.
+const ATTEMPTS: u32 = 5;
+const BUFFER: usize = 64 * 1024;
+
+/// What a transfer is doing, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Hashing,
+    Encrypting,
+    Uploading,
+    Downloading,
+    Decrypting,
+}
+
+/// Called with the stage, bytes done and bytes in total.
+pub type Progress = Arc<dyn Fn(Stage, u64, u64) + Send + Sync>;
+
+/// A progress callback that shows nothing.
+pub fn no_progress() -> Progress {
+    Arc::new(|_, _, _| {})
+}
+
+fn file_error(message: impl Into<String>) -> ClientError {
+    ClientError::File(message.into())
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
+    move |source| ClientError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The member's age identity from its profile (made at enrollment or registration).
+pub fn file_identity(profile: &Profile) -> Result<age::x25519::Identity, ClientError> {
+    let text = profile.age_identity.as_deref().ok_or_else(|| {
+        ClientError::BadProfile(
+            "this profile has no file key (age.key); files need a profile made by enrollment or registration"
+                .into(),
+        )
+    })?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .ok_or_else(|| ClientError::BadProfile("age.key holds no AGE-SECRET-KEY line".into()))?;
+    age::x25519::Identity::from_str(line)
+        .map_err(|e| ClientError::BadProfile(format!("age.key: {e}")))
+}
+
+/// Seals `secret` (a generation's identity) to a member's age recipient, armored.
+fn seal_copy(recipient: &str, secret: &str) -> Result<String, ClientError> {
+    let recipient = age::x25519::Recipient::from_str(recipient.trim())
+        .map_err(|e| file_error(format!("a member's age recipient is invalid: {e}")))?;
+    let armored = age::encrypt_and_armor(&recipient, secret.as_bytes())
+        .map_err(|e| file_error(format!("sealing a room key: {e}")))?;
+    Ok(armored)
+}
+
+/// Opens a sealed copy of a room key generation with the member's own identity.
+pub fn open_copy(
+    copy: &str,
+    identity: &age::x25519::Identity,
+) -> Result<age::x25519::Identity, ClientError> {
+    let reader = age::armor::ArmoredReader::new(copy.as_bytes());
+    let decryptor = age::Decryptor::new(reader)
+        .map_err(|e| file_error(format!("a sealed room key is malformed: {e}")))?;
+    let mut secret = String::new();
+    decryptor
+        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .map_err(|e| {
+            file_error(format!(
+                "a sealed room key does not open with your key: {e}"
+            ))
+        })?
+        .read_to_string(&mut secret)
+        .map_err(|e| file_error(format!("a sealed room key does not open: {e}")))?;
+    age::x25519::Identity::from_str(secret.trim())
+        .map_err(|e| file_error(format!("a sealed room key holds no identity: {e}")))
+}
+
+/// Brings the room's keys up to date from this member's side: makes the next generation when
+/// there is none or membership shrank, and seals the generations this member holds for members
+/// who lack them (joiners). Every member's client does this before it uploads or lists files.
+pub async fn sync_room_keys(
+    client: &Client,
+    room: &RoomName,
+    identity: &age::x25519::Identity,
+) -> Result<RoomKeys, ClientError> {
+    let mut keys = client.room_keys(room).await?;
+    if keys.current.is_none() || keys.rotation_needed {
+        let generation = keys.current.map_or(1, |c| c + 1);
+        let fresh = age::x25519::Identity::generate();
+        let secret = fresh.to_string();
+        let mut copies = BTreeMap::new();
+        for holder in &keys.holders {
+            copies.insert(
+                holder.member.clone(),
+                seal_copy(&holder.age_recipient, secret.expose_secret())?,
+            );
+        }
+        let request = NewGeneration {
+            generation,
+            recipient: fresh.to_public().to_string(),
+            copies,
+        };
+        match client.new_key_generation(room, &request).await {
+            Ok(_) => {}
+            // Another member's client made it (or membership moved) first: use theirs.
+            Err(ClientError::Server {
+                code: ErrorCode::Conflict | ErrorCode::Precondition,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+        keys = client.room_keys(room).await?;
+    }
+    let mut shared = false;
+    for generation in &keys.generations {
+        let lacking: Vec<_> = keys
+            .missing
+            .iter()
+            .filter(|m| m.generation == generation.generation)
+            .collect();
+        let Some(copy) = &generation.copy else {
+            continue;
+        };
+        if lacking.is_empty() {
+            continue;
+        }
+        let opened = open_copy(copy, identity)?;
+        let secret = opened.to_string();
+        let mut copies = BTreeMap::new();
+        for member in lacking {
+            copies.insert(
+                member.member.clone(),
+                seal_copy(&member.age_recipient, secret.expose_secret())?,
+            );
+        }
+        match client
+            .add_key_copies(room, generation.generation, &AddCopies { copies })
+            .await
+        {
+            Ok(()) => shared = true,
+            Err(ClientError::Server {
+                code: ErrorCode::Conflict | ErrorCode::Precondition | ErrorCode::Forbidden,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if shared {
+        keys = client.room_keys(room).await?;
+    }
+    Ok(keys)
+}
+
+/// SHA-256 and size of a file, streamed.
+fn hash_file(path: &Path, progress: &Progress) -> Result<(String, u64), ClientError> {
+    let total = std::fs::metadata(path).map_err(io(path))?.len();
+    let mut reader = BufReader::with_capacity(BUFFER, File::open(path).map_err(io(path))?);
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut size = 0u64;
+    let mut buffer = vec![0u8; BUFFER];
+    loop {
+        let n = reader.read(&mut buffer).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        context.update(&buffer[..n]);
+        size += n as u64;
+        progress(Stage::Hashing, size, total);
+    }
+    Ok((hex(context.finish().as_ref()), size))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Encrypts `input` to `recipient` into `output`: the magic line, the header line, then the
+/// bytes. Streams; memory use does not grow with the file.
+pub fn encrypt_file(
+    input: &Path,
+    output: &Path,
+    recipient: &age::x25519::Recipient,
+    name: &str,
+    progress: &Progress,
+) -> Result<FileHeader, ClientError> {
+    let (sha256, size) = hash_file(input, progress)?;
+    let header = FileHeader {
+        name: name.to_owned(),
+        size,
+        sha256,
+    };
+    let header_line =
+        serde_json::to_string(&header).map_err(|e| file_error(format!("file header: {e}")))?;
+    let out = File::create(output).map_err(io(output))?;
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
+            .map_err(|e| file_error(format!("encrypting: {e}")))?;
+    let mut writer = encryptor
+        .wrap_output(BufWriter::with_capacity(BUFFER, out))
+        .map_err(io(output))?;
+    writer
+        .write_all(format!("{FILE_MAGIC}\n{header_line}\n").as_bytes())
+        .map_err(io(output))?;
+    let mut reader = BufReader::with_capacity(BUFFER, File::open(input).map_err(io(input))?);
+    let mut buffer = vec![0u8; BUFFER];
+    let mut done = 0u64;
+    loop {
+        let n = reader.read(&mut buffer).map_err(io(input))?;
+        if n == 0 {
+            break;
+        }
+        writer.write_all(&buffer[..n]).map_err(io(output))?;
+        done += n as u64;
+        progress(Stage::Encrypting, done, size);
+    }
+    if done != size {
+        return Err(file_error(format!(
+            "{} changed while it was being encrypted",
+            input.display()
+        )));
+    }
+    let mut inner = writer.finish().map_err(io(output))?;
+    inner.flush().map_err(io(output))?;
+    Ok(header)
+}
+
+/// Decrypts `input` with `identity` and writes the plaintext to `output` only if it decrypts
+/// completely and its size and SHA-256 match the header that travelled inside the encryption.
+/// On any failure nothing is left at `output`.
+pub fn decrypt_file(
+    input: &Path,
+    output: &Path,
+    identity: &age::x25519::Identity,
+    progress: &Progress,
+) -> Result<FileHeader, ClientError> {
+    if output.exists() {
+        return Err(file_error(format!(
+            "{} exists; choose another path with -o",
+            output.display()
+        )));
+    }
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let partial = output.with_file_name(format!(".{name}.{}.partial", uuid::Uuid::new_v4()));
+    let result = decrypt_into(input, &partial, identity, progress);
+    match result {
+        Ok(header) => {
+            std::fs::rename(&partial, output).map_err(io(output))?;
+            Ok(header)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+fn decrypt_into(
+    input: &Path,
+    partial: &Path,
+    identity: &age::x25519::Identity,
+    progress: &Progress,
+) -> Result<FileHeader, ClientError> {
+    let tampered = |e: &dyn std::fmt::Display| {
+        file_error(format!(
+            "the file does not decrypt: it was altered, truncated, or is not for this key ({e})"
+        ))
+    };
+    let source = BufReader::with_capacity(BUFFER, File::open(input).map_err(io(input))?);
+    let decryptor = age::Decryptor::new_buffered(source).map_err(|e| tampered(&e))?;
+    let reader = decryptor
+        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .map_err(|e| tampered(&e))?;
+    let mut reader = BufReader::with_capacity(BUFFER, reader);
+    let mut line = String::new();
+    (&mut reader)
+        .take(64)
+        .read_line(&mut line)
+        .map_err(|e| tampered(&e))?;
+    if line.trim_end() != FILE_MAGIC {
+        return Err(file_error("this is not an Escape file"));
+    }
+    line.clear();
+    (&mut reader)
+        .take(64 * 1024)
+        .read_line(&mut line)
+        .map_err(|e| tampered(&e))?;
+    let header: FileHeader = serde_json::from_str(line.trim_end())
+        .map_err(|e| file_error(format!("file header: {e}")))?;
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(partial)
+        .map_err(io(partial))?;
+    let mut writer = BufWriter::with_capacity(BUFFER, out);
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0u8; BUFFER];
+    let mut size = 0u64;
+    loop {
+        let n = reader.read(&mut buffer).map_err(|e| tampered(&e))?;
+        if n == 0 {
+            break;
+        }
+        context.update(&buffer[..n]);
+        writer.write_all(&buffer[..n]).map_err(io(partial))?;
+        size += n as u64;
+        progress(Stage::Decrypting, size, header.size);
+    }
+    writer.flush().map_err(io(partial))?;
+    let sha256 = hex(context.finish().as_ref());
+    if size != header.size || sha256 != header.sha256 {
+        return Err(file_error(format!(
+            "the decrypted file does not match its header ({size} bytes, sha256 {sha256}; expected {} bytes, sha256 {})",
+            header.size, header.sha256
+        )));
+    }
+    Ok(header)
+}
+
+/// A temporary file removed when dropped.
+struct Staged(PathBuf);
+
+impl Staged {
+    fn new(kind: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("escape-{kind}-{}.age", uuid::Uuid::new_v4())))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
+) -> Result<T, ClientError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| file_error(format!("background task failed: {e}")))?
+}
+
+/// Whether an error is worth retrying a transfer step for.
+fn transient(e: &ClientError) -> bool {
+    matches!(e, ClientError::Connect { .. } | ClientError::Closed(_))
+        || matches!(
+            e,
+            ClientError::Server {
+                code: ErrorCode::Internal,
+                ..
+            }
+        )
+}
+
+/// Encrypts `path` to the room's current key and uploads it; returns the shared file.
+pub async fn upload(
+    client: &Client,
+    room: &RoomName,
+    path: &Path,
+    identity: &age::x25519::Identity,
+    progress: Progress,
+) -> Result<FileInfo, ClientError> {
+    let keys = sync_room_keys(client, room, identity).await?;
+    let generation = keys
+        .current
+        .and_then(|c| keys.generations.iter().find(|g| g.generation == c))
+        .ok_or_else(|| file_error(format!("{room} has no file key yet")))?;
+    let recipient = age::x25519::Recipient::from_str(&generation.recipient)
+        .map_err(|e| file_error(format!("the room key is invalid: {e}")))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| file_error(format!("{} names no file", path.display())))?;
+    let staged = Staged::new("upload");
+    {
+        let (input, output, name, progress) = (
+            path.to_path_buf(),
+            staged.0.clone(),
+            name.clone(),
+            progress.clone(),
+        );
+        blocking(move || encrypt_file(&input, &output, &recipient, &name, &progress)).await?;
+    }
+    let size = std::fs::metadata(&staged.0).map_err(io(&staged.0))?.len();
+    let status = client
+        .start_upload(
+            room,
+            &StartUpload {
+                name,
+                size,
+                generation: generation.generation,
+            },
+        )
+        .await?;
+    send_chunks(
+        client,
+        room,
+        &status.file_id,
+        &staged.0,
+        size,
+        status.chunk_bytes,
+        &progress,
+    )
+    .await?;
+    client.complete_upload(room, &status.file_id).await
+}
+
+/// Sends the staged ciphertext from wherever the server stands, retrying transient failures.
+pub async fn send_chunks(
+    client: &Client,
+    room: &RoomName,
+    file_id: &str,
+    staged: &Path,
+    size: u64,
+    chunk_bytes: u64,
+    progress: &Progress,
+) -> Result<(), ClientError> {
+    let chunk = chunk_bytes.clamp(1, 4 * 1024 * 1024);
+    let mut file = File::open(staged).map_err(io(staged))?;
+    let mut offset = client.upload_status(room, file_id).await?.received;
+    let mut failures = 0;
+    while offset < size {
+        let len = chunk.min(size - offset);
+        let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+        file.seek(SeekFrom::Start(offset)).map_err(io(staged))?;
+        file.read_exact(&mut bytes).map_err(io(staged))?;
+        match client.put_chunk(room, file_id, offset, bytes).await {
+            Ok(status) => {
+                offset = status.received;
+                failures = 0;
+                progress(Stage::Uploading, offset, size);
+            }
+            Err(e) if transient(&e) && failures + 1 < ATTEMPTS => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+                offset = client.upload_status(room, file_id).await?.received;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Downloads a file, decrypts it with the room key of its generation and writes it to `output`
+/// (default: its name, made safe, in the current directory). Returns the file and the path.
+pub async fn download(
+    client: &Client,
+    room: &RoomName,
+    file_id: &str,
+    output: Option<&Path>,
+    identity: &age::x25519::Identity,
+    progress: Progress,
+) -> Result<(FileInfo, PathBuf), ClientError> {
+    let info = client
+        .files(room)
+        .await?
+        .into_iter()
+        .find(|f| f.id == file_id)
+        .ok_or_else(|| ClientError::Server {
+            status: 404,
+            code: ErrorCode::NotFound,
+            message: format!("{room} has no file {file_id}"),
+        })?;
+    let keys = sync_room_keys(client, room, identity).await?;
+    let copy = keys
+        .generations
+        .iter()
+        .find(|g| g.generation == info.generation)
+        .and_then(|g| g.copy.clone())
+        .ok_or_else(|| {
+            file_error(format!(
+                "you hold no copy of key generation {} of {room}: it was made before you joined, and either the room keeps older keys from joiners or no member who holds it has synced since (they do on their next upload or `escape files {room}`)",
+                info.generation
+            ))
+        })?;
+    let room_identity = open_copy(&copy, identity)?;
+    let output = output
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(safe_file_name(&info.name, &info.id)));
+    if output.exists() {
+        return Err(file_error(format!(
+            "{} exists; choose another path with -o",
+            output.display()
+        )));
+    }
+    let staged = Staged::new("download");
+    fetch(client, room, &info, &staged.0, &progress).await?;
+    {
+        let (input, out, progress) = (staged.0.clone(), output.clone(), progress.clone());
+        blocking(move || decrypt_file(&input, &out, &room_identity, &progress)).await?;
+    }
+    Ok((info, output))
+}
+
+/// Fetches the ciphertext into `staged`, resuming from what it holds after a failure.
+async fn fetch(
+    client: &Client,
+    room: &RoomName,
+    info: &FileInfo,
+    staged: &Path,
+    progress: &Progress,
+) -> Result<(), ClientError> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(staged)
+        .map_err(io(staged))?;
+    let mut failures = 0;
+    loop {
+        let have = file.metadata().map_err(io(staged))?.len();
+        if have >= info.size {
+            break;
+        }
+        let attempt: Result<(), ClientError> = async {
+            let mut response = client.file_content(room, &info.id, have).await?;
+            let mut got = have;
+            while let Some(bytes) = response
+                .chunk()
+                .await
+                .map_err(|e| client.connect_error(&e))?
+            {
+                file.write_all(&bytes).map_err(io(staged))?;
+                got += bytes.len() as u64;
+                progress(Stage::Downloading, got, info.size);
+            }
+            Ok(())
+        }
+        .await;
+        match attempt {
+            Ok(()) => {}
+            Err(e) if transient(&e) && failures + 1 < ATTEMPTS => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+            }
+            Err(e) => return Err(e),
+        }
+        if file.metadata().map_err(io(staged))?.len() == have {
+            failures += 1;
+            if failures >= ATTEMPTS {
+                return Err(file_error("the download made no progress"));
+            }
+        }
+    }
+    file.flush().map_err(io(staged))?;
+    Ok(())
+}
