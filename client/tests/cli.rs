@@ -163,6 +163,28 @@ async fn the_walkthrough_works_from_the_command_line() {
         .collect();
     assert_eq!(seqs, [2, 3]);
 
+    // Files: encrypted here, shared, listed, downloaded and verified.
+    let work = tempfile::tempdir().expect("tempdir");
+    let report = work.path().join("report.txt");
+    std::fs::write(&report, "indicators of compromise\n".repeat(1000)).expect("write");
+    let shared = cli.json(&["upload", "ops", report.to_str().expect("path")]);
+    assert_eq!(shared["name"], "report.txt");
+    let id = shared["id"].as_str().expect("id").to_owned();
+    let listed = cli.json(&["files", "ops"]);
+    assert_eq!(listed[0]["id"], id.as_str());
+    let copy = work.path().join("copy.txt");
+    let copy_arg = copy.to_str().expect("path");
+    let out = cli.ok(&["download", "ops", &id, "-o", copy_arg]);
+    assert!(out.contains("verified"), "{out}");
+    assert_eq!(
+        std::fs::read(&copy).expect("copy"),
+        std::fs::read(&report).expect("report")
+    );
+    let (code, stderr) = cli.code(&["download", "ops", &id, "-o", copy_arg]);
+    assert_eq!(code, 9, "an existing file is not overwritten: {stderr}");
+    let history = cli.ok(&["history", "ops", "--limit", "1"]);
+    assert!(history.contains("shared a file: report.txt"), "{history}");
+
     // Exit codes say what kind of failure it was.
     assert_eq!(cli.code(&["history", "nowhere"]).0, 6);
     assert_eq!(cli.code(&["room", "create", "ops"]).0, 7);

@@ -7,6 +7,7 @@ use escape_client::files::{self, file_identity, no_progress};
 use escape_e2e::TestDeployment;
 use escape_proto::file::{FileInfo, StartUpload};
 use escape_proto::room::{CreateRoom, HistoryQuery};
+use escape_proto::vetting::StatusChange;
 use escape_proto::{Body, ErrorCode, RoomName};
 use std::path::{Path, PathBuf};
 
@@ -164,6 +165,8 @@ async fn leaving_rotates_the_room_key_so_later_files_are_unreadable_to_the_leave
     let mut d = TestDeployment::new();
     d.add_member("ana", "CERT-A");
     d.add_member("bob", "CERT-B");
+    let dan = d.add_member("dan", "CERT-D");
+    let eve = d.add_member("eve", "CERT-E");
     d.start().await;
     let ops = room("ops");
     let ana = d.client("ana").await;
@@ -172,6 +175,9 @@ async fn leaving_rotates_the_room_key_so_later_files_are_unreadable_to_the_leave
         .expect("room");
     let bob = d.client("bob").await;
     bob.join(&ops).await.expect("join");
+    for who in ["dan", "eve"] {
+        d.client(who).await.join(&ops).await.expect("join");
+    }
     let work = tempfile::tempdir().expect("dir");
     let first = upload(&d, "ana", &ops, &write(work.path(), "a.txt", b"first")).await;
     assert_eq!(
@@ -214,7 +220,10 @@ async fn leaving_rotates_the_room_key_so_later_files_are_unreadable_to_the_leave
     assert_eq!(second.generation, 2);
     let keys = ana.room_keys(&ops).await.expect("keys");
     assert!(!keys.rotation_needed);
-    assert_eq!(keys.holders.len(), 1, "only ana holds generation 2");
+    assert!(
+        keys.holders.iter().all(|h| h.member != bob.profile().member_id),
+        "bob is no holder"
+    );
 
     // Even with a copy of the ciphertext, nothing Bob holds opens it.
     let ciphertext = std::fs::read(stored(&d, &ops, &second.id)).expect("stored");
@@ -227,6 +236,24 @@ async fn leaving_rotates_the_room_key_so_later_files_are_unreadable_to_the_leave
     // And the server no longer serves him the room's files at all.
     let err = bob.files(&ops).await.expect_err("not a member");
     assert_eq!(code(&err), Some(ErrorCode::NotAMember), "{err:?}");
+
+    // Suspension and revocation end a member's access to new files the same way.
+    for (member, change) in [
+        (&dan, StatusChange::Suspend),
+        (&eve, StatusChange::Revoke),
+    ] {
+        let admin = d.client("admin").await;
+        admin.join(&ops).await.expect("join");
+        upload(&d, "ana", &ops, &write(work.path(), "c.txt", b"c")).await;
+        assert!(!ana.room_keys(&ops).await.expect("keys").rotation_needed);
+        admin
+            .set_status(member, change, "left the community".into())
+            .await
+            .expect("status");
+        let keys = ana.room_keys(&ops).await.expect("keys");
+        assert!(keys.rotation_needed, "{change:?}: {keys:?}");
+        assert!(keys.holders.iter().all(|h| h.member != *member));
+    }
 }
 
 #[tokio::test]
