@@ -34,13 +34,16 @@ fn main() {
 
     let sealed = work.path().join("escape.age");
     let started = Instant::now();
-    files::encrypt_file(&plain, &sealed, &recipient, "plain.bin", &no_progress())
-        .expect("encrypt");
+    files::encrypt_file(&plain, &sealed, &recipient, "plain.bin", &no_progress()).expect("encrypt");
     report("escape encrypt (SHA-256 pass + age stream)", bytes, started);
     let opened = work.path().join("escape.out");
     let started = Instant::now();
     files::decrypt_file(&sealed, &opened, &identity, &no_progress()).expect("decrypt");
-    report("escape decrypt (age stream + SHA-256 check)", bytes, started);
+    report(
+        "escape decrypt (age stream + SHA-256 check)",
+        bytes,
+        started,
+    );
     std::fs::remove_file(&opened).expect("remove");
 
     if Command::new("age").arg("--version").output().is_ok() {
@@ -149,8 +152,7 @@ async fn transfer(work: &Path, plain: &Path) {
     let recipient: age::x25519::Recipient =
         keys.generations[0].recipient.parse().expect("recipient");
     let staged = work.join("upload.age");
-    files::encrypt_file(plain, &staged, &recipient, "plain.bin", &no_progress())
-        .expect("encrypt");
+    files::encrypt_file(plain, &staged, &recipient, "plain.bin", &no_progress()).expect("encrypt");
     let size = std::fs::metadata(&staged).expect("size").len();
     let status = client
         .start_upload(
@@ -192,9 +194,8 @@ async fn transfer(work: &Path, plain: &Path) {
         .file_content(&room, &info.id, 0)
         .await
         .expect("download");
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(work.join("download.age")).expect("create"),
-    );
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(work.join("download.age")).expect("create"));
     let mut got = 0u64;
     while let Some(chunk) = response.chunk().await.expect("chunk") {
         out.write_all(&chunk).expect("write");

@@ -385,36 +385,102 @@ fn transient(e: &ClientError) -> bool {
         )
 }
 
+/// Where an upload interrupted in an earlier run stands, kept beside its staged ciphertext so
+/// that running the same upload again resumes it instead of starting over.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct PendingUpload {
+    room: RoomName,
+    source: PathBuf,
+    source_size: u64,
+    source_modified: Option<std::time::SystemTime>,
+    file_id: String,
+    generation: u32,
+    size: u64,
+}
+
+impl PendingUpload {
+    fn state_path(dir: &Path, room: &RoomName, source: &Path) -> PathBuf {
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            format!("{room}\n{}", source.display()).as_bytes(),
+        );
+        dir.join(format!("{}.json", &hex(digest.as_ref())[..32]))
+    }
+
+    fn staged_path(state: &Path) -> PathBuf {
+        state.with_extension("age")
+    }
+}
+
+/// The size and modification time of the file to share, to recognise it on resume.
+fn fingerprint(path: &Path) -> Result<(u64, Option<std::time::SystemTime>), ClientError> {
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    Ok((meta.len(), meta.modified().ok()))
+}
+
 /// Encrypts `path` to the room's current key and uploads it; returns the shared file.
+///
+/// With `resume_dir`, the ciphertext and the upload's state are kept there until the upload
+/// completes, and a later call for the same room and file (unchanged) resumes at the byte the
+/// server already has. Without it, the ciphertext is staged in a temporary file.
 pub async fn upload(
     client: &Client,
     room: &RoomName,
     path: &Path,
     identity: &age::x25519::Identity,
+    resume_dir: Option<&Path>,
     progress: Progress,
 ) -> Result<FileInfo, ClientError> {
+    let source = std::path::absolute(path).map_err(io(path))?;
     let keys = sync_room_keys(client, room, identity).await?;
     let generation = keys
         .current
         .and_then(|c| keys.generations.iter().find(|g| g.generation == c))
         .ok_or_else(|| file_error(format!("{room} has no file key yet")))?;
+    let (source_size, source_modified) = fingerprint(&source)?;
+
+    let state_path = match resume_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            Some(PendingUpload::state_path(dir, room, &source))
+        }
+        None => None,
+    };
+    if let Some(state_path) = &state_path
+        && let Some(info) = resume(
+            client,
+            state_path,
+            generation.generation,
+            (source_size, source_modified),
+            &progress,
+        )
+        .await?
+    {
+        return Ok(info);
+    }
+
     let recipient = age::x25519::Recipient::from_str(&generation.recipient)
         .map_err(|e| file_error(format!("the room key is invalid: {e}")))?;
-    let name = path
+    let name = source
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| file_error(format!("{} names no file", path.display())))?;
-    let staged = Staged::new("upload");
+    // A temporary file unless it must outlive this run for a resume.
+    let temporary = Staged::new("upload");
+    let staged = state_path
+        .as_deref()
+        .map(PendingUpload::staged_path)
+        .unwrap_or_else(|| temporary.0.clone());
     {
         let (input, output, name, progress) = (
-            path.to_path_buf(),
-            staged.0.clone(),
+            source.clone(),
+            staged.clone(),
             name.clone(),
             progress.clone(),
         );
         blocking(move || encrypt_file(&input, &output, &recipient, &name, &progress)).await?;
     }
-    let size = std::fs::metadata(&staged.0).map_err(io(&staged.0))?.len();
+    let size = std::fs::metadata(&staged).map_err(io(&staged))?.len();
     let status = client
         .start_upload(
             room,
@@ -425,17 +491,94 @@ pub async fn upload(
             },
         )
         .await?;
+    if let Some(state_path) = &state_path {
+        let pending = PendingUpload {
+            room: room.clone(),
+            source,
+            source_size,
+            source_modified,
+            file_id: status.file_id.clone(),
+            generation: generation.generation,
+            size,
+        };
+        let json =
+            serde_json::to_vec(&pending).map_err(|e| file_error(format!("upload state: {e}")))?;
+        std::fs::write(state_path, json).map_err(io(state_path))?;
+    }
     send_chunks(
         client,
         room,
         &status.file_id,
-        &staged.0,
+        &staged,
         size,
         status.chunk_bytes,
         &progress,
     )
     .await?;
-    client.complete_upload(room, &status.file_id).await
+    let info = client.complete_upload(room, &status.file_id).await?;
+    if let Some(state_path) = &state_path {
+        forget_pending(state_path);
+    }
+    Ok(info)
+}
+
+fn forget_pending(state_path: &Path) {
+    let _ = std::fs::remove_file(PendingUpload::staged_path(state_path));
+    let _ = std::fs::remove_file(state_path);
+}
+
+/// Finishes an upload an earlier run left behind, if it is still the same file, for the room's
+/// current key, and the server still has it. Anything else is forgotten and starts over.
+async fn resume(
+    client: &Client,
+    state_path: &Path,
+    generation: u32,
+    fingerprint: (u64, Option<std::time::SystemTime>),
+    progress: &Progress,
+) -> Result<Option<FileInfo>, ClientError> {
+    let Ok(bytes) = std::fs::read(state_path) else {
+        return Ok(None);
+    };
+    let staged = PendingUpload::staged_path(state_path);
+    let usable = serde_json::from_slice::<PendingUpload>(&bytes)
+        .ok()
+        .filter(|p| {
+            p.generation == generation
+                && (p.source_size, p.source_modified) == fingerprint
+                && std::fs::metadata(&staged).ok().map(|m| m.len()) == Some(p.size)
+        });
+    let Some(pending) = usable else {
+        forget_pending(state_path);
+        return Ok(None);
+    };
+    let status = match client.upload_status(&pending.room, &pending.file_id).await {
+        Ok(status) => status,
+        Err(ClientError::Server {
+            code: ErrorCode::NotFound | ErrorCode::Forbidden | ErrorCode::Conflict,
+            ..
+        }) => {
+            forget_pending(state_path);
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    if !status.complete {
+        send_chunks(
+            client,
+            &pending.room,
+            &pending.file_id,
+            &staged,
+            pending.size,
+            status.chunk_bytes,
+            progress,
+        )
+        .await?;
+    }
+    let info = client
+        .complete_upload(&pending.room, &pending.file_id)
+        .await?;
+    forget_pending(state_path);
+    Ok(Some(info))
 }
 
 /// Sends the staged ciphertext from wherever the server stands, retrying transient failures.

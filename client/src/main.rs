@@ -503,7 +503,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             });
         }
         Command::Tail { room, since, count } => tail(client, json, room, since, count).await?,
-        Command::Upload { room, path } => cli::files::upload(&client, json, &room, &path).await?,
+        Command::Upload { room, path } => {
+            let resume_dir = profiles.root().join("uploads").join(&client.profile().name);
+            cli::files::upload(&client, json, &room, &path, &resume_dir).await?
+        }
         Command::Files { room } => cli::files::list(&client, json, &room).await?,
         Command::Download {
             room,

@@ -24,7 +24,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 async fn upload(d: &TestDeployment, who: &str, room: &RoomName, path: &Path) -> FileInfo {
     let client = d.client(who).await;
     let identity = file_identity(client.profile()).expect("identity");
-    files::upload(&client, room, path, &identity, no_progress())
+    files::upload(&client, room, path, &identity, None, no_progress())
         .await
         .expect("upload")
 }
@@ -221,7 +221,9 @@ async fn leaving_rotates_the_room_key_so_later_files_are_unreadable_to_the_leave
     let keys = ana.room_keys(&ops).await.expect("keys");
     assert!(!keys.rotation_needed);
     assert!(
-        keys.holders.iter().all(|h| h.member != bob.profile().member_id),
+        keys.holders
+            .iter()
+            .all(|h| h.member != bob.profile().member_id),
         "bob is no holder"
     );
 
@@ -238,10 +240,7 @@ async fn leaving_rotates_the_room_key_so_later_files_are_unreadable_to_the_leave
     assert_eq!(code(&err), Some(ErrorCode::NotAMember), "{err:?}");
 
     // Suspension and revocation end a member's access to new files the same way.
-    for (member, change) in [
-        (&dan, StatusChange::Suspend),
-        (&eve, StatusChange::Revoke),
-    ] {
+    for (member, change) in [(&dan, StatusChange::Suspend), (&eve, StatusChange::Revoke)] {
         let admin = d.client("admin").await;
         admin.join(&ops).await.expect("join");
         upload(&d, "ana", &ops, &write(work.path(), "c.txt", b"c")).await;
@@ -527,5 +526,83 @@ async fn the_gate_decides_every_file_request() {
             .await
             .expect("download"),
         b"x"
+    );
+}
+
+#[tokio::test]
+async fn an_upload_interrupted_in_one_run_resumes_in_the_next() {
+    let mut d = TestDeployment::new();
+    d.add_member("ana", "CERT-A");
+    d.limits.file_chunk_bytes = 64 * 1024;
+    d.start().await;
+    let ops = room("ops");
+    let ana = d.client("ana").await;
+    ana.create_room(ops.clone(), String::new())
+        .await
+        .expect("room");
+    let identity = file_identity(ana.profile()).expect("identity");
+    let work = tempfile::tempdir().expect("dir");
+    let resume_dir = work.path().join("uploads");
+    let content: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let path = write(work.path(), "capture.pcap", &content);
+
+    // The first run is cut off once the server has acknowledged some chunks.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let cut: files::Progress = std::sync::Arc::new(move |stage, done, _| {
+        if stage == files::Stage::Uploading && done >= 3 * 64 * 1024 {
+            if let Some(tx) = tx.lock().expect("lock").take() {
+                let _ = tx.send(());
+            }
+            // Hold the upload here until the test has aborted it.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    });
+    let first = {
+        let (client, ops, path, identity, resume_dir) = (
+            d.client("ana").await,
+            ops.clone(),
+            path.clone(),
+            identity.clone(),
+            resume_dir.clone(),
+        );
+        tokio::spawn(async move {
+            files::upload(&client, &ops, &path, &identity, Some(&resume_dir), cut).await
+        })
+    };
+    rx.await.expect("some chunks were sent");
+    first.abort();
+    assert!(first.await.expect_err("aborted").is_cancelled());
+    assert!(ana.files(&ops).await.expect("list").is_empty());
+    let pending = std::fs::read_dir(&resume_dir).expect("state kept").count();
+    assert_eq!(pending, 2, "the state and the staged ciphertext are kept");
+
+    // The next run resumes the same upload: the same file id, and nothing resent from zero.
+    let sent_from = std::sync::Arc::new(std::sync::Mutex::new(None::<u64>));
+    let seen = sent_from.clone();
+    let watch: files::Progress = std::sync::Arc::new(move |stage, done, _| {
+        if stage == files::Stage::Encrypting {
+            panic!("a resumed upload does not encrypt again");
+        }
+        if stage == files::Stage::Uploading {
+            seen.lock().expect("lock").get_or_insert(done);
+        }
+    });
+    let info = files::upload(&ana, &ops, &path, &identity, Some(&resume_dir), watch)
+        .await
+        .expect("resumed");
+    let first_ack = sent_from.lock().expect("lock").expect("uploaded");
+    assert!(first_ack > 3 * 64 * 1024, "resumed at {first_ack}");
+    assert_eq!(ana.files(&ops).await.expect("list"), vec![info.clone()]);
+    assert_eq!(
+        std::fs::read_dir(&resume_dir).expect("dir").count(),
+        0,
+        "nothing left behind once complete"
+    );
+    assert_eq!(
+        download(&d, "ana", &ops, &info.id, &work.path().join("out"))
+            .await
+            .expect("download"),
+        content
     );
 }

@@ -47,14 +47,25 @@ fn bars(json: bool) -> Progress {
     })
 }
 
+/// Shares a file. The ciphertext and the upload's state stay in `resume_dir` until it is
+/// complete, so running the same command again after an interruption resumes it.
 pub async fn upload(
     client: &Client,
     json: bool,
     room: &RoomName,
     path: &Path,
+    resume_dir: &Path,
 ) -> Result<(), ClientError> {
     let identity = files::file_identity(client.profile())?;
-    let info = files::upload(client, room, path, &identity, bars(json)).await?;
+    let info = files::upload(client, room, path, &identity, Some(resume_dir), bars(json))
+        .await
+        .inspect_err(|e| {
+            if matches!(e, ClientError::Connect { .. } | ClientError::Closed(_)) {
+                eprintln!(
+                    "escape: the upload was interrupted; run the same command again to resume it"
+                );
+            }
+        })?;
     print(json, &info, || {
         format!(
             "shared {} in {} as {} ({} encrypted, key generation {})",

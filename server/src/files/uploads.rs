@@ -6,7 +6,7 @@ use escape_proto::file::{FileInfo, StartUpload, UploadStatus};
 use escape_proto::{ErrorCode, MemberId, RoomName};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::Files;
 use crate::error::ApiError;
@@ -241,9 +241,17 @@ impl Files {
                 .ok()
                 .and_then(|skip| bytes.get(skip..))
                 .ok_or_else(|| ApiError::internal(&"chunk offset"))?;
+            // The record, not the file's length, says how much arrived: a write cut off by a
+            // dropped connection or a crash may have left bytes past it. They go first.
             let mut file = tokio::fs::OpenOptions::new()
-                .append(true)
+                .write(true)
                 .open(self.part_path(room, id))
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            file.set_len(record.received)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            file.seek(std::io::SeekFrom::Start(record.received))
                 .await
                 .map_err(|e| ApiError::internal(&e))?;
             file.write_all(fresh)
@@ -277,7 +285,17 @@ impl Files {
                 ),
             ));
         }
-        tokio::fs::rename(self.part_path(room, id), self.complete_path(room, id))
+        let part = self.part_path(room, id);
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&part)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        file.set_len(record.info.size)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        file.sync_all().await.map_err(|e| ApiError::internal(&e))?;
+        tokio::fs::rename(part, self.complete_path(room, id))
             .await
             .map_err(|e| ApiError::internal(&e))?;
         record.complete = true;
