@@ -6,7 +6,8 @@
 //! encode the event frame for the socket. "Check off" runs the same loop without the gate call,
 //! to show what the check costs; the server itself has no such switch. Socket writes are left
 //! out (the load generator measures those end to end), and the store is the in-memory one so the
-//! figure is the CPU cost, not the disk's. Prints one JSON object per case.
+//! figure is the CPU cost, not the disk's: once plain, once sealed at rest (every value opened
+//! with XChaCha20-Poly1305 on read) as the server runs it. Prints one JSON object per case.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +22,7 @@ use escape_server::identity::Principal;
 use escape_server::policy::{PolicyEngine, ROOM_TEMPLATES};
 use escape_server::registry::Registry;
 use escape_server::rooms::Rooms;
+use escape_server::seal::{MasterKey, MasterKeyOptions, SealedStore};
 use escape_server::store::{MemoryStore, Store};
 
 const EVENTS: u64 = 20_000;
@@ -36,7 +38,19 @@ fn main() {
 }
 
 async fn run() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // The in-memory store, plain, then sealed at rest as the server runs it.
+    run_on("plain store", Arc::new(MemoryStore::new())).await;
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (master, _) = MasterKey::load_or_create(&MasterKeyOptions {
+        path: keys.path().join("master-key"),
+        passphrase: None,
+    })
+    .expect("master key");
+    let sealed = SealedStore::new(Arc::new(MemoryStore::new()), &master).expect("sealed");
+    run_on("sealed store", Arc::new(sealed)).await;
+}
+
+async fn run_on(label: &str, store: Arc<dyn Store>) {
     let registry = Registry::new(store.clone());
     let id = MemberId::parse("grid").expect("id");
     let mut member = Member::new(id.clone(), "grid");
@@ -123,7 +137,7 @@ async fn run() {
         assert_eq!(delivered, (EVENTS as usize) * PASSES as usize);
         let elapsed = started.elapsed();
         println!(
-            "{{\"case\":\"deliveries, {case}\",\"deliveries\":{delivered},\"ns_per_delivery\":{},\"deliveries_per_second\":{:.0}}}",
+            "{{\"case\":\"deliveries, {label}, {case}\",\"deliveries\":{delivered},\"ns_per_delivery\":{},\"deliveries_per_second\":{:.0}}}",
             elapsed.as_nanos() / delivered as u128,
             delivered as f64 / elapsed.as_secs_f64()
         );

@@ -1,6 +1,7 @@
 //! A store that seals every value on the way in and opens it on the way out.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chacha20poly1305::XChaCha20Poly1305;
 use chacha20poly1305::aead::{Aead, Payload};
@@ -14,6 +15,44 @@ use crate::store::{Batch, Entry, Order, Range, Store, StoreError, Swap, Write, k
 const VERSION: u8 = 1;
 const NONCE_BYTES: usize = 24;
 
+/// Opened values kept in memory, so that a value read again (a member record on every
+/// delivery, an event by every subscriber) is not decrypted again. An entry is used only if the
+/// stored ciphertext is byte for byte the one it was opened from; since every write seals with a
+/// fresh nonce, a changed value never matches and nothing needs invalidating.
+const CACHE_ENTRIES: usize = 8192;
+/// Values larger than this are not cached.
+const CACHE_VALUE_BYTES: usize = 16 * 1024;
+
+/// Two generations of entries: when the current one is full it becomes the previous one, so
+/// what is still read survives a turn and the whole stays bounded.
+#[derive(Debug, Default)]
+struct Opened {
+    current: HashMap<Vec<u8>, Arc<(Vec<u8>, Vec<u8>)>>,
+    previous: HashMap<Vec<u8>, Arc<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl Opened {
+    fn get(&mut self, key: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if let Some(entry) = self.current.get(key) {
+            return (entry.0 == sealed).then(|| entry.1.clone());
+        }
+        let entry = self.previous.remove(key)?;
+        if entry.0 != sealed {
+            return None;
+        }
+        let plain = entry.1.clone();
+        self.insert(key.to_vec(), entry);
+        Some(plain)
+    }
+
+    fn insert(&mut self, key: Vec<u8>, entry: Arc<(Vec<u8>, Vec<u8>)>) {
+        if self.current.len() >= CACHE_ENTRIES / 2 {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, entry);
+    }
+}
+
 /// How often a compare-and-swap retries when another writer re-sealed the same value meanwhile.
 const SWAP_ATTEMPTS: usize = 8;
 
@@ -23,6 +62,7 @@ pub struct SealedStore {
     inner: Arc<dyn Store>,
     keys: DataKeys,
     random: SystemRandom,
+    opened: Mutex<Opened>,
 }
 
 impl SealedStore {
@@ -32,6 +72,7 @@ impl SealedStore {
             keys: DataKeys::open(inner.clone(), master)?,
             inner,
             random: SystemRandom::new(),
+            opened: Mutex::new(Opened::default()),
         })
     }
 
@@ -73,7 +114,24 @@ impl SealedStore {
         Ok(sealed)
     }
 
+    /// Opens a value, from the cache when this exact ciphertext was opened before.
     fn open(&self, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if sealed.len() > CACHE_VALUE_BYTES || passes_through(key) {
+            return self.decrypt(key, sealed);
+        }
+        if let Ok(mut opened) = self.opened.lock()
+            && let Some(plain) = opened.get(key, sealed)
+        {
+            return Ok(plain);
+        }
+        let plain = self.decrypt(key, sealed)?;
+        if let Ok(mut opened) = self.opened.lock() {
+            opened.insert(key.to_vec(), Arc::new((sealed.to_vec(), plain.clone())));
+        }
+        Ok(plain)
+    }
+
+    fn decrypt(&self, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         if passes_through(key) {
             return Ok(sealed.to_vec());
         }
@@ -230,6 +288,8 @@ mod tests {
             sealed.get(b"msg/ops/2"),
             Err(StoreError::Corrupt { .. })
         ));
+        // Read once so the value is cached: the cache must not hide a change underneath.
+        assert!(sealed.get(b"msg/ops/1").is_ok());
         let mut altered = bytes.clone();
         let last = altered.len() - 1;
         altered[last] ^= 1;
