@@ -27,9 +27,12 @@ const CACHE_VALUE_BYTES: usize = 16 * 1024;
 /// what is still read survives a turn and the whole stays bounded.
 #[derive(Debug, Default)]
 struct Opened {
-    current: HashMap<Vec<u8>, Arc<(Vec<u8>, Vec<u8>)>>,
-    previous: HashMap<Vec<u8>, Arc<(Vec<u8>, Vec<u8>)>>,
+    current: HashMap<Vec<u8>, Arc<OpenedValue>>,
+    previous: HashMap<Vec<u8>, Arc<OpenedValue>>,
 }
+
+/// A ciphertext as stored, and what it opened to.
+type OpenedValue = (Vec<u8>, Vec<u8>);
 
 impl Opened {
     fn get(&mut self, key: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
@@ -45,7 +48,7 @@ impl Opened {
         Some(plain)
     }
 
-    fn insert(&mut self, key: Vec<u8>, entry: Arc<(Vec<u8>, Vec<u8>)>) {
+    fn insert(&mut self, key: Vec<u8>, entry: Arc<OpenedValue>) {
         if self.current.len() >= CACHE_ENTRIES / 2 {
             self.previous = std::mem::take(&mut self.current);
         }
