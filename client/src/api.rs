@@ -104,6 +104,21 @@ impl Client {
             .await
     }
 
+    /// Removes `member` from `room` (its admin, or a deployment admin).
+    pub async fn remove_member(
+        &self,
+        room: &RoomName,
+        member: &MemberId,
+        reason: String,
+    ) -> Result<(), ClientError> {
+        self.call_empty(
+            self.http
+                .post(self.url(&format!("/v1/rooms/{room}/members/{member}/remove")))
+                .json(&Reason { reason }),
+        )
+        .await
+    }
+
     pub async fn leave(&self, room: &RoomName) -> Result<RoomSummary, ClientError> {
         self.call(self.http.post(self.url(&format!("/v1/rooms/{room}/leave"))))
             .await

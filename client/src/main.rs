@@ -157,6 +157,13 @@ enum ProfileCommand {
 
 #[derive(Debug, Subcommand)]
 enum RoomCommand {
+    /// Remove a member from a room you administer; its file key rotates before the next upload.
+    Remove {
+        room: RoomName,
+        member: MemberId,
+        #[arg(long)]
+        reason: String,
+    },
     /// Create a room and join it; you become its admin.
     Create {
         name: RoomName,
@@ -434,6 +441,22 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Rooms => {
             let rooms = client.rooms().await?;
             print(json, &rooms, || output::rooms(&rooms));
+        }
+        Command::Room(RoomCommand::Remove {
+            room,
+            member,
+            reason,
+        }) => {
+            client.remove_member(&room, &member, reason).await?;
+            print(
+                json,
+                &serde_json::json!({"room": room, "removed": member}),
+                || {
+                    format!(
+                        "removed {member} from {room}; its file key rotates before the next upload"
+                    )
+                },
+            );
         }
         Command::Room(RoomCommand::Create {
             name,

@@ -606,3 +606,50 @@ async fn an_upload_interrupted_in_one_run_resumes_in_the_next() {
         content
     );
 }
+
+#[tokio::test]
+async fn a_room_admin_removes_a_member_and_the_key_rotates() {
+    let mut d = TestDeployment::new();
+    d.add_member("ana", "CERT-A");
+    let bob_id = d.add_member("bob", "CERT-B");
+    d.add_member("carol", "CERT-C");
+    d.start().await;
+    let ops = room("ops");
+    let ana = d.client("ana").await;
+    ana.create_room(ops.clone(), String::new())
+        .await
+        .expect("room");
+    for who in ["bob", "carol"] {
+        d.client(who).await.join(&ops).await.expect("join");
+    }
+    let work = tempfile::tempdir().expect("dir");
+    upload(&d, "ana", &ops, &write(work.path(), "a.txt", b"a")).await;
+
+    // Only the room's admin (or a deployment admin) removes members.
+    let carol = d.client("carol").await;
+    let err = carol
+        .remove_member(&ops, &bob_id, "no reason".into())
+        .await
+        .expect_err("not the room's admin");
+    assert_eq!(code(&err), Some(ErrorCode::Forbidden), "{err:?}");
+
+    ana.remove_member(&ops, &bob_id, "left the agency".into())
+        .await
+        .expect("removed");
+    assert!(ana.room_keys(&ops).await.expect("keys").rotation_needed);
+    let err = d
+        .client("bob")
+        .await
+        .files(&ops)
+        .await
+        .expect_err("no longer a member");
+    assert_eq!(code(&err), Some(ErrorCode::NotAMember), "{err:?}");
+    let next = upload(&d, "ana", &ops, &write(work.path(), "b.txt", b"b")).await;
+    assert_eq!(next.generation, 2);
+    assert_eq!(
+        download(&d, "carol", &ops, &next.id, &work.path().join("b-carol"))
+            .await
+            .expect("carol stays"),
+        b"b"
+    );
+}

@@ -7,6 +7,7 @@
 //! | `POST /v1/rooms` | create a room (the creator joins it) |
 //! | `POST /v1/rooms/{room}/join` | join |
 //! | `POST /v1/rooms/{room}/leave` | leave |
+//! | `POST /v1/rooms/{room}/members/{member}/remove` | remove a member (the room's admin, or a deployment admin) |
 //! | `GET /v1/rooms/{room}/messages?before=&after=&limit=` | history page |
 //! | `GET /v1/ws` | real-time channel (see `escape_proto::frame`) |
 //! | `POST /v1/invites` | create an invitation |
@@ -64,6 +65,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms", get(rooms::list).post(rooms::create))
         .route("/v1/rooms/{room}/join", post(rooms::join))
         .route("/v1/rooms/{room}/leave", post(rooms::leave))
+        .route(
+            "/v1/rooms/{room}/members/{member}/remove",
+            post(rooms::remove_member),
+        )
         .route("/v1/rooms/{room}/messages", get(rooms::history))
         .route("/v1/ws", get(crate::ws::upgrade))
         .route("/v1/invites", post(vetting::create_invite))

@@ -82,6 +82,35 @@ pub async fn leave(
     Ok(Json(summary))
 }
 
+/// `POST /v1/rooms/{room}/members/{member}/remove` `{reason}`: the room's admin (or a deployment
+/// admin) removes a member.
+pub async fn remove_member(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Json<escape_proto::vetting::Reason>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path((room, member)) = path?;
+    let Json(reason) = body?;
+    let room = RoomName::parse(&room).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let member =
+        escape_proto::MemberId::parse(&member).map_err(|e| ApiError::invalid(e.to_string()))?;
+    if reason.reason.trim().is_empty() {
+        return Err(ApiError::invalid("removing a member needs a reason"));
+    }
+    let auth = state
+        .gate
+        .authorize::<action::ManageRoom>(&principal, room)?;
+    state.rooms.remove_member(&auth, &member)?;
+    state.audit.record(
+        Some(principal.id()),
+        "room.remove_member",
+        auth.resource().as_str(),
+        format!("{member}: {}", reason.reason.trim()),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn history(
     State(state): State<AppState>,
     principal: Principal,

@@ -188,6 +188,30 @@ impl Rooms {
         self.summary(room, member)
     }
 
+    /// Takes `member` out of the room (its admin, or a deployment admin, decides): it stops
+    /// receiving at the next event, and the room's file key rotates before the next upload.
+    pub fn remove_member(
+        &self,
+        auth: &Authorized<action::ManageRoom>,
+        member: &MemberId,
+    ) -> Result<(), ApiError> {
+        let room = auth.resource();
+        if self.store.get(&keys::room_member(room, member))?.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("{member} is not a member of {room}"),
+            ));
+        }
+        let mut batch = Batch::default();
+        batch
+            .delete(keys::room_member(room, member))
+            .delete(keys::member_room(member, room));
+        let _keys = crate::files::key_lock()?;
+        self.store.apply(batch)?;
+        crate::files::room_departed(self.store.as_ref(), room)?;
+        Ok(())
+    }
+
     fn add_member(&self, room: &RoomName, member: &MemberId) -> Result<(), ApiError> {
         if self.store.get(&keys::room_member(room, member))?.is_some() {
             return Ok(());
