@@ -175,16 +175,7 @@ impl Rooms {
 
     pub fn leave(&self, auth: &Authorized<action::LeaveRoom>) -> Result<RoomSummary, ApiError> {
         let (room, member) = (auth.resource(), auth.principal().id());
-        let mut batch = Batch::default();
-        batch
-            .delete(keys::room_member(room, member))
-            .delete(keys::member_room(member, room));
-        {
-            // Files shared from now on must not be readable with a key the leaver holds.
-            let _keys = crate::files::key_lock()?;
-            self.store.apply(batch)?;
-            crate::files::room_departed(self.store.as_ref(), room)?;
-        }
+        self.end_membership(room, member)?;
         self.summary(room, member)
     }
 
@@ -202,6 +193,12 @@ impl Rooms {
                 format!("{member} is not a member of {room}"),
             ));
         }
+        self.end_membership(room, member)
+    }
+
+    /// Deletes both membership records and marks the room's file key for rotation, under the
+    /// key lock: files shared from now on must not be readable with a key the member holds.
+    fn end_membership(&self, room: &RoomName, member: &MemberId) -> Result<(), ApiError> {
         let mut batch = Batch::default();
         batch
             .delete(keys::room_member(room, member))
