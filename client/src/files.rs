@@ -155,7 +155,10 @@ pub async fn sync_room_keys(
         if lacking.is_empty() {
             continue;
         }
-        let opened = open_copy(copy, identity)?;
+        // A copy that does not open for us (damaged, or planted by someone) is not ours to share.
+        let Ok(opened) = open_copy(copy, identity) else {
+            continue;
+        };
         let secret = opened.to_string();
         let mut copies = BTreeMap::new();
         for member in lacking {
@@ -270,22 +273,35 @@ pub fn decrypt_file(
             output.display()
         )));
     }
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let partial = output.with_file_name(format!(".{name}.{}.partial", uuid::Uuid::new_v4()));
-    let result = decrypt_into(input, &partial, identity, progress);
-    match result {
-        Ok(header) => {
-            std::fs::rename(&partial, output).map_err(io(output))?;
-            Ok(header)
+    let dir = output.parent().unwrap_or(Path::new(""));
+    decrypt_into_dir(input, dir, identity, progress, |_| output.to_path_buf()).map(|(h, _)| h)
+}
+
+/// Decrypts into `dir` and names the result with `name` once the header inside the encryption
+/// is verified (so a default name comes from the sharer, not from the server's listing).
+fn decrypt_into_dir(
+    input: &Path,
+    dir: &Path,
+    identity: &age::x25519::Identity,
+    progress: &Progress,
+    name: impl FnOnce(&FileHeader) -> PathBuf,
+) -> Result<(FileHeader, PathBuf), ClientError> {
+    let partial = dir.join(format!(".escape-{}.partial", uuid::Uuid::new_v4()));
+    let result = decrypt_into(input, &partial, identity, progress).and_then(|header| {
+        let output = name(&header);
+        if output.exists() {
+            return Err(file_error(format!(
+                "{} exists; choose another path with -o",
+                output.display()
+            )));
         }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e)
-        }
+        std::fs::rename(&partial, &output).map_err(io(&output))?;
+        Ok((header, output))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
     }
+    result
 }
 
 fn decrypt_into(
@@ -431,12 +447,44 @@ pub async fn upload(
     resume_dir: Option<&Path>,
     progress: Progress,
 ) -> Result<FileInfo, ClientError> {
+    // If the room's key rotated while the bytes travelled, the server refuses to share them:
+    // encrypt again to the new generation, once.
+    match upload_once(client, room, path, identity, resume_dir, progress.clone()).await {
+        Err(ClientError::Server {
+            code: ErrorCode::Precondition,
+            ..
+        }) => upload_once(client, room, path, identity, resume_dir, progress).await,
+        other => other,
+    }
+}
+
+async fn upload_once(
+    client: &Client,
+    room: &RoomName,
+    path: &Path,
+    identity: &age::x25519::Identity,
+    resume_dir: Option<&Path>,
+    progress: Progress,
+) -> Result<FileInfo, ClientError> {
     let source = std::path::absolute(path).map_err(io(path))?;
     let keys = sync_room_keys(client, room, identity).await?;
     let generation = keys
         .current
         .and_then(|c| keys.generations.iter().find(|g| g.generation == c))
         .ok_or_else(|| file_error(format!("{room} has no file key yet")))?;
+    // Encrypt only to a key we hold ourselves: the recipient the server lists must be the public
+    // half of the copy sealed to us, or someone swapped it.
+    let mine = generation.copy.as_deref().ok_or_else(|| {
+        file_error(format!(
+            "you hold no copy of key generation {} of {room}; a member who does shares it when they next sync",
+            generation.generation
+        ))
+    })?;
+    if open_copy(mine, identity)?.to_public().to_string() != generation.recipient {
+        return Err(file_error(format!(
+            "the key offered for {room} is not the one sealed to you; refusing to encrypt to it"
+        )));
+    }
     let (source_size, source_modified) = fingerprint(&source)?;
 
     let state_path = match resume_dir {
@@ -505,21 +553,27 @@ pub async fn upload(
             serde_json::to_vec(&pending).map_err(|e| file_error(format!("upload state: {e}")))?;
         std::fs::write(state_path, json).map_err(io(state_path))?;
     }
-    send_chunks(
-        client,
-        room,
-        &status.file_id,
-        &staged,
-        size,
-        status.chunk_bytes,
-        &progress,
-    )
-    .await?;
-    let info = client.complete_upload(room, &status.file_id).await?;
-    if let Some(state_path) = &state_path {
+    let sent = async {
+        send_chunks(
+            client,
+            room,
+            &status.file_id,
+            &staged,
+            size,
+            status.chunk_bytes,
+            &progress,
+        )
+        .await?;
+        client.complete_upload(room, &status.file_id).await
+    }
+    .await;
+    if let Some(state_path) = &state_path
+        && !matches!(&sent, Err(e) if transient(e))
+    {
+        // Done, or refused for good: either way there is nothing to resume.
         forget_pending(state_path);
     }
-    Ok(info)
+    sent
 }
 
 fn forget_pending(state_path: &Path) {
@@ -650,10 +704,9 @@ pub async fn download(
             ))
         })?;
     let room_identity = open_copy(&copy, identity)?;
-    let output = output
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(safe_file_name(&info.name, &info.id)));
-    if output.exists() {
+    if let Some(output) = output
+        && output.exists()
+    {
         return Err(file_error(format!(
             "{} exists; choose another path with -o",
             output.display()
@@ -661,11 +714,23 @@ pub async fn download(
     }
     let staged = Staged::new("download");
     fetch(client, room, &info, &staged.0, &progress).await?;
-    {
-        let (input, out, progress) = (staged.0.clone(), output.clone(), progress.clone());
-        blocking(move || decrypt_file(&input, &out, &room_identity, &progress)).await?;
-    }
-    Ok((info, output))
+    let explicit = output.map(Path::to_path_buf);
+    let fallback = info.id.clone();
+    let (_, written) = {
+        let (input, progress) = (staged.0.clone(), progress.clone());
+        let dir = explicit
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        blocking(move || {
+            decrypt_into_dir(&input, &dir, &room_identity, &progress, |header| {
+                explicit.unwrap_or_else(|| PathBuf::from(safe_file_name(&header.name, &fallback)))
+            })
+        })
+        .await?
+    };
+    Ok((info, written))
 }
 
 /// Fetches the ciphertext into `staged`, resuming from what it holds after a failure.

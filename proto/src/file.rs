@@ -125,14 +125,33 @@ pub fn safe_file_name(name: &str, fallback: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = last
         .chars()
-        .filter(|c| !c.is_control())
+        // Control characters, bidirectional overrides (which make `exe.pdf` read as `fdp.exe`)
+        // and the characters Windows gives meaning to.
+        .filter(|c| {
+            !c.is_control()
+                && !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+                && !matches!(c, ':' | '*' | '?' | '"' | '<' | '>' | '|')
+        })
         .collect::<String>()
         .trim()
         .trim_start_matches('.')
+        .trim_end_matches(['.', ' '])
         .to_owned();
     let cleaned: String = cleaned.chars().take(200).collect();
     if cleaned.is_empty() {
-        fallback.to_owned()
+        return fallback.to_owned();
+    }
+    let stem = cleaned
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.len() == 4
+            && stem.as_bytes()[3].is_ascii_digit());
+    if reserved {
+        format!("_{cleaned}")
     } else {
         cleaned
     }
@@ -154,5 +173,12 @@ mod tests {
         assert_eq!(safe_file_name("/", "f"), "f");
         assert_eq!(safe_file_name(".bashrc", "f"), "bashrc");
         assert_eq!(safe_file_name("ioc list.csv", "f"), "ioc list.csv");
+        assert_eq!(
+            safe_file_name("invoice\u{202e}fdp.exe", "f"),
+            "invoicefdp.exe"
+        );
+        assert_eq!(safe_file_name("CON.txt", "f"), "_CON.txt");
+        assert_eq!(safe_file_name("report.pdf:stream", "f"), "report.pdfstream");
+        assert_eq!(safe_file_name("trailing. ", "f"), "trailing");
     }
 }

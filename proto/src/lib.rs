@@ -18,10 +18,12 @@ pub mod audit;
 pub mod error;
 pub mod file;
 pub mod frame;
+pub mod indicator;
 pub mod member;
 pub mod message;
 pub mod profile;
 pub mod room;
+pub mod tlp;
 pub mod vetting;
 
 pub use error::{ErrorBody, ErrorCode};

@@ -15,6 +15,9 @@ pub enum Body {
     Text {
         text: String,
     },
+    /// A threat indicator (checked, normalised and stamped with its source by the server; clients
+    /// share through the indicator API or frame, never as a plain message).
+    Indicator(Box<crate::indicator::Indicator>),
     /// A file was shared (written by the server when an upload completes, never by a client).
     File {
         file_id: String,
@@ -35,6 +38,7 @@ impl Body {
         match self {
             Self::Text { text } => text.len(),
             Self::File { name, file_id, .. } => name.len() + file_id.len(),
+            Self::Indicator(i) => i.value.len() + i.description.len(),
         }
     }
 
@@ -43,6 +47,7 @@ impl Body {
         match self {
             Self::Text { text } => text.trim().is_empty(),
             Self::File { file_id, .. } => file_id.is_empty(),
+            Self::Indicator(i) => i.value.is_empty(),
         }
     }
 }

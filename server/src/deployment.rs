@@ -323,7 +323,21 @@ pub fn write_private_bytes(path: &Path, contents: &[u8]) -> Result<(), Deploymen
     }
     file.write_all(contents).map_err(io_err(&temporary))?;
     file.sync_all().map_err(io_err(&temporary))?;
-    fs::rename(&temporary, path).map_err(io_err(path))
+    fs::rename(&temporary, path).map_err(io_err(path))?;
+    // The rename is durable only once the directory is: a key file that vanished after a power
+    // cut could leave data wrapped to a key nobody has.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+    }
+    Ok(())
 }
 
 pub fn write_public(path: &Path, contents: &str) -> Result<(), DeploymentError> {

@@ -54,6 +54,8 @@ pub enum ActionKind {
     UploadFile,
     /// Reading a room's files and the keys sealed to oneself.
     DownloadFile,
+    /// Sharing, relabelling or forwarding threat indicators into a room.
+    ShareIndicator,
 }
 
 mod sealed {
@@ -150,6 +152,7 @@ actions! {
     ManageKeys => super::Deployment,
     UploadFile => escape_proto::RoomName,
     DownloadFile => escape_proto::RoomName,
+    ShareIndicator => escape_proto::RoomName,
     SeeMember => escape_proto::MemberId,
 }
 
@@ -322,8 +325,66 @@ impl Gate {
         Ok(())
     }
 
+    /// Whether `principal`, already allowed to read the event's room, may see this event now:
+    /// the TLP 2.0 rule for indicators. Every path that hands out a stored event (delivery,
+    /// history, search, export, TAXII) asks here.
+    pub fn may_read_event(
+        &self,
+        principal: &Principal,
+        event: &escape_proto::Event,
+    ) -> Result<bool, ApiError> {
+        let escape_proto::Body::Indicator(indicator) = &event.body else {
+            return Ok(true);
+        };
+        let joined_at = match self
+            .store
+            .get(&keys::room_member(&event.room, principal.id()))?
+        {
+            Some(bytes) => Some(
+                crate::store::value::decode::<crate::rooms::Membership>(
+                    &keys::room_member(&event.room, principal.id()),
+                    &bytes,
+                )?
+                .joined_at,
+            ),
+            None => None,
+        };
+        Ok(tlp_allows(
+            indicator,
+            &principal.member().attributes.organisation,
+            joined_at,
+            event.sent_at,
+        ))
+    }
+
     pub fn policy(&self) -> &crate::policy::PolicyEngine {
         &self.policy
+    }
+}
+
+/// The TLP 2.0 rule (FIRST): who may receive an indicator, measured from its source.
+/// - CLEAR and GREEN: any active member allowed into the room (GREEN never leaves the deployment:
+///   nothing here serves unauthenticated readers);
+/// - AMBER: members of the source organisation and of the clients it declared;
+/// - AMBER+STRICT: members of the source organisation only;
+/// - RED: only those who were members of the room when it was shared (a member who joined, or
+///   rejoined, later does not see it).
+pub fn tlp_allows(
+    indicator: &escape_proto::indicator::Indicator,
+    organisation: &str,
+    joined_at: Option<time::OffsetDateTime>,
+    shared_at: time::OffsetDateTime,
+) -> bool {
+    use escape_proto::tlp::Tlp;
+    let same_org = !organisation.is_empty() && organisation == indicator.source_organisation;
+    match indicator.tlp {
+        Tlp::Clear | Tlp::Green => true,
+        Tlp::Amber => same_org || indicator.source_clients.iter().any(|c| c == organisation),
+        Tlp::AmberStrict => same_org,
+        Tlp::Red => {
+            indicator.forwarded_from.is_none()
+                && joined_at.is_some_and(|joined| joined <= shared_at)
+        }
     }
 }
 

@@ -64,7 +64,8 @@ impl Deployment {
         seal::open_deployment(&self.data, &layout.store(), &self.master_key()).map_err(
             |e| match e {
                 seal::SealError::Store(_) => anyhow::anyhow!(
-                    "cannot open the store ({e}); is the server running? stop it first"
+                    "cannot open the store ({e}); is the server running? stop it first \
+                     (to rotate the master key while it serves: escape admin keys rotate)"
                 ),
                 other => other.into(),
             },
@@ -261,6 +262,8 @@ fn init(
     if Layout::new(data).is_initialised() {
         bail!("{} already holds a deployment", data.display());
     }
+    std::fs::create_dir_all(data)?;
+    seal::check_outside(data, &key_options.path)?;
     let (master, created) = MasterKey::load_or_create(&key_options)?;
     let done = deployment::init(data, &options, &master)?;
     if listen.to_string() != DEFAULT_LISTEN {

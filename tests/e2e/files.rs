@@ -198,9 +198,43 @@ async fn leaving_rotates_the_room_key_so_later_files_are_unreadable_to_the_leave
     )
     .expect("open");
 
+    // An upload under way when Bob leaves is not shared afterwards: its bytes are encrypted to
+    // a key he holds.
+    let recipient: age::x25519::Recipient =
+        keys.generations[0].recipient.parse().expect("recipient");
+    let sealed = work.path().join("late.age");
+    files::encrypt_file(
+        &write(work.path(), "late.txt", b"late"),
+        &sealed,
+        &recipient,
+        "late.txt",
+        &no_progress(),
+    )
+    .expect("encrypt");
+    let bytes = std::fs::read(&sealed).expect("read");
+    let late = ana
+        .start_upload(
+            &ops,
+            &StartUpload {
+                name: "late.txt".into(),
+                size: bytes.len() as u64,
+                generation: 1,
+            },
+        )
+        .await
+        .expect("start");
+    ana.put_chunk(&ops, &late.file_id, 0, bytes)
+        .await
+        .expect("all bytes");
+
     bob.leave(&ops).await.expect("leave");
     let keys = ana.room_keys(&ops).await.expect("keys");
     assert!(keys.rotation_needed, "{keys:?}");
+    let refused = ana
+        .complete_upload(&ops, &late.file_id)
+        .await
+        .expect_err("rotated meanwhile");
+    assert_eq!(code(&refused), Some(ErrorCode::Precondition), "{refused:?}");
     // An upload still encrypted to generation 1 is refused.
     let stale = ana
         .start_upload(
@@ -273,6 +307,23 @@ async fn joiners_get_older_keys_unless_the_room_is_red() {
         ana.create_room_with(&request).await.expect("room");
         let before = upload(&d, "ana", &r, &write(work.path(), "old.txt", b"before")).await;
         carol.join(&r).await.expect("join");
+        // Only a holder can share a generation: a member who lacks it cannot plant a copy.
+        let planted = carol
+            .add_key_copies(
+                &r,
+                1,
+                &escape_proto::file::AddCopies {
+                    copies: [(
+                        ana.profile().member_id.clone(),
+                        "-----BEGIN AGE ENCRYPTED FILE-----\nx\n-----END AGE ENCRYPTED FILE-----\n"
+                            .to_owned(),
+                    )]
+                    .into(),
+                },
+            )
+            .await
+            .expect_err("not a holder");
+        assert_eq!(code(&planted), Some(ErrorCode::Forbidden), "{planted:?}");
         // Any holder's client shares keys when it next syncs (listing files does).
         files::sync_room_keys(&ana, &r, &ana_identity)
             .await

@@ -16,8 +16,8 @@
 mod room_keys;
 mod uploads;
 
-pub use room_keys::member_departed;
-pub(crate) use room_keys::{key_lock, room_departed};
+pub(crate) use room_keys::{key_lock, mark_rotation};
+pub use room_keys::{member_departed, member_returned};
 
 use std::path::PathBuf;
 use std::sync::Arc;

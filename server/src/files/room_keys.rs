@@ -46,25 +46,59 @@ pub(crate) fn key_lock() -> Result<std::sync::MutexGuard<'static, ()>, ApiError>
         .map_err(|_| ApiError::internal(&"room key lock poisoned"))
 }
 
-/// Marks every room of `member` as needing a new key generation (they left, were suspended or
+/// The rooms `member` belongs to.
+fn rooms_of(store: &dyn Store, member: &MemberId) -> Result<Vec<RoomName>, StoreError> {
+    let prefix = keys::member_rooms_prefix(member);
+    Ok(store
+        .scan_prefix(&prefix, usize::MAX)?
+        .into_iter()
+        .filter_map(|(key, _)| {
+            std::str::from_utf8(&key[prefix.len()..])
+                .ok()
+                .and_then(|name| RoomName::parse(name).ok())
+        })
+        .collect())
+}
+
+/// Marks every room of `member` as needing a new key generation (they were suspended or
 /// revoked): files shared from now on must not be readable with a key they hold.
 pub fn member_departed(store: &dyn Store, member: &MemberId) -> Result<(), ApiError> {
     let _guard = key_lock()?;
-    let rooms = store.scan_prefix(&keys::member_rooms_prefix(member), usize::MAX)?;
-    let prefix_len = keys::member_rooms_prefix(member).len();
-    for (key, _) in rooms {
-        let Ok(name) = std::str::from_utf8(&key[prefix_len..]) else {
-            continue;
-        };
-        if let Ok(room) = RoomName::parse(name) {
-            room_departed(store, &room)?;
-        }
+    let mut batch = Batch::default();
+    for room in rooms_of(store, member)? {
+        mark_rotation(store, &room, &mut batch)?;
     }
+    store.apply(batch)?;
     Ok(())
 }
 
-/// Marks one room as needing a new generation, if it has one at all. Call with [`key_lock`] held.
-pub(crate) fn room_departed(store: &dyn Store, room: &RoomName) -> Result<(), StoreError> {
+/// A reinstated member is back in its rooms. Where joiners get no existing generation, it gets
+/// none either: the next upload makes one that includes it.
+pub fn member_returned(store: &dyn Store, member: &MemberId) -> Result<(), ApiError> {
+    let _guard = key_lock()?;
+    let mut batch = Batch::default();
+    for room in rooms_of(store, member)? {
+        let key = keys::room(&room);
+        let Some(bytes) = store.get(&key)? else {
+            continue;
+        };
+        let record: crate::rooms::RoomRecord = value::decode(&key, &bytes)?;
+        if !record.history_for_joiners() {
+            mark_rotation(store, &room, &mut batch)?;
+        }
+    }
+    store.apply(batch)?;
+    Ok(())
+}
+
+/// Adds to `batch` the write that marks `room` as needing a new generation, if it has one at
+/// all, so that the mark lands atomically with the membership change that calls for it. Call
+/// with [`key_lock`] held.
+pub(crate) fn mark_rotation(
+    store: &dyn Store,
+    room: &RoomName,
+    batch: &mut Batch,
+) -> Result<(), StoreError> {
     let key = keys::room_key_state(room);
     let mut state: KeyState = match store.get(&key)? {
         Some(bytes) => value::decode(&key, &bytes)?,
@@ -72,7 +106,7 @@ pub(crate) fn room_departed(store: &dyn Store, room: &RoomName) -> Result<(), St
     };
     if state.current.is_some() && !state.rotation_needed {
         state.rotation_needed = true;
-        store.put(&key, &value::encode(&state)?)?;
+        batch.put(key, value::encode(&state)?);
     }
     Ok(())
 }
@@ -262,6 +296,12 @@ impl Files {
                 format!(
                     "{room} does not give existing key generations to members who join later; the next upload makes one that includes them"
                 ),
+            ));
+        }
+        if !record.copies.contains_key(auth.principal().id()) {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("only a member who holds generation {generation} can share it"),
             ));
         }
         let holders: BTreeSet<MemberId> =

@@ -106,23 +106,7 @@ impl Files {
             ));
         }
         let _guard = self.lock.lock().await;
-        let state = self.key_state(room)?;
-        if state.current != Some(request.generation) || state.rotation_needed {
-            return Err(ApiError::new(
-                ErrorCode::Precondition,
-                match state.current {
-                    Some(current) if state.rotation_needed => format!(
-                        "the membership of {room} changed since key generation {current}: make generation {} and encrypt to it",
-                        current + 1
-                    ),
-                    Some(current) => format!(
-                        "files in {room} are encrypted to key generation {current}, not {}",
-                        request.generation
-                    ),
-                    None => format!("{room} has no file key yet: make generation 1 first"),
-                },
-            ));
-        }
+        self.check_generation(room, request.generation)?;
         let (by_member, in_room) = self.usage(&sender.id, room)?;
         if by_member.saturating_add(request.size) > self.limits.member_quota_bytes {
             return Err(ApiError::new(
@@ -170,6 +154,28 @@ impl Files {
         Ok(record.status(self.limits.file_chunk_bytes))
     }
 
+    /// Uploads must be encrypted to the room's current generation, and none is current while a
+    /// rotation is due.
+    fn check_generation(&self, room: &RoomName, generation: u32) -> Result<(), ApiError> {
+        let state = self.key_state(room)?;
+        if state.current == Some(generation) && !state.rotation_needed {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::Precondition,
+            match state.current {
+                Some(current) if state.rotation_needed => format!(
+                    "the membership of {room} changed since key generation {current}: make generation {} and encrypt to it",
+                    current + 1
+                ),
+                Some(current) => format!(
+                    "files in {room} are encrypted to key generation {current}, not {generation}"
+                ),
+                None => format!("{room} has no file key yet: make generation 1 first"),
+            },
+        ))
+    }
+
     /// Where an upload stands (for resuming); only its uploader asks.
     pub fn upload_status(
         &self,
@@ -207,6 +213,7 @@ impl Files {
         let room = auth.resource();
         let _guard = self.lock.lock().await;
         let mut record = self.own_record(auth, id)?;
+        self.check_generation(room, record.info.generation)?;
         let chunk = self.limits.file_chunk_bytes;
         if record.complete {
             return Err(ApiError::new(ErrorCode::Conflict, "the upload is complete"));
@@ -285,19 +292,30 @@ impl Files {
                 ),
             ));
         }
+        // Checked again at the end: membership may have shrunk while the bytes travelled, and
+        // a file encrypted to a key a departed member holds must not be shared afterwards.
+        self.check_generation(room, record.info.generation)?;
         let part = self.part_path(room, id);
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&part)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-        file.set_len(record.info.size)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-        file.sync_all().await.map_err(|e| ApiError::internal(&e))?;
-        tokio::fs::rename(part, self.complete_path(room, id))
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
+        let done = self.complete_path(room, id);
+        if tokio::fs::try_exists(&part).await.unwrap_or(false) {
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(&part)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            file.set_len(record.info.size)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+            file.sync_all().await.map_err(|e| ApiError::internal(&e))?;
+            tokio::fs::rename(&part, &done)
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+        } else if !tokio::fs::try_exists(&done).await.unwrap_or(false) {
+            return Err(ApiError::internal(&format!(
+                "upload {id} has neither its partial nor its complete file"
+            )));
+        }
+        // (If only the complete file exists, a crash came between the rename and this record.)
         record.complete = true;
         record.info.shared_at = OffsetDateTime::now_utc();
         self.put_record(room, &record)?;

@@ -142,6 +142,7 @@ pub fn action_name(kind: ActionKind) -> Option<&'static str> {
         ActionKind::SeeMember => "see_member",
         ActionKind::UploadFile => "upload",
         ActionKind::DownloadFile => "download",
+        ActionKind::ShareIndicator => "share_indicator",
         ActionKind::ReadSelf
         | ActionKind::LeaveRoom
         | ActionKind::ManageRoom

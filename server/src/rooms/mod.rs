@@ -71,9 +71,9 @@ impl RoomRecord {
 
 /// A membership as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Membership {
+pub struct Membership {
     #[serde(with = "time::serde::rfc3339")]
-    joined_at: OffsetDateTime,
+    pub joined_at: OffsetDateTime,
 }
 
 /// The sequencing state of one room.
@@ -204,8 +204,8 @@ impl Rooms {
             .delete(keys::room_member(room, member))
             .delete(keys::member_room(member, room));
         let _keys = crate::files::key_lock()?;
+        crate::files::mark_rotation(self.store.as_ref(), room, &mut batch)?;
         self.store.apply(batch)?;
-        crate::files::room_departed(self.store.as_ref(), room)?;
         Ok(())
     }
 
@@ -221,16 +221,15 @@ impl Rooms {
             .put(keys::room_member(room, member), membership.clone())
             .put(keys::member_room(member, room), membership);
         let _keys = crate::files::key_lock()?;
-        self.store.apply(batch)?;
         // In a room that keeps older file keys from joiners, a joiner must not be handed the
         // current generation either: the next upload makes a new one that includes them.
-        let record: RoomRecord = match self.store.get(&keys::room(room))? {
-            Some(bytes) => value::decode(&keys::room(room), &bytes)?,
-            None => return Ok(()),
-        };
-        if !record.history_for_joiners() {
-            crate::files::room_departed(self.store.as_ref(), room)?;
+        if let Some(bytes) = self.store.get(&keys::room(room))? {
+            let record: RoomRecord = value::decode(&keys::room(room), &bytes)?;
+            if !record.history_for_joiners() {
+                crate::files::mark_rotation(self.store.as_ref(), room, &mut batch)?;
+            }
         }
+        self.store.apply(batch)?;
         Ok(())
     }
 
@@ -318,10 +317,18 @@ impl Rooms {
         client_msg_id: String,
         body: Body,
     ) -> Result<Appended, ApiError> {
-        if matches!(body, Body::File { .. }) {
-            return Err(ApiError::invalid(
-                "file events are written by the server when an upload completes; upload the file instead",
-            ));
+        match body {
+            Body::File { .. } => {
+                return Err(ApiError::invalid(
+                    "file events are written by the server when an upload completes; upload the file instead",
+                ));
+            }
+            Body::Indicator(_) => {
+                return Err(ApiError::invalid(
+                    "indicators are shared with the share_indicator frame or POST /v1/rooms/{room}/indicators, which check them",
+                ));
+            }
+            _ => {}
         }
         self.append_as(
             auth.resource(),
@@ -349,6 +356,30 @@ impl Rooms {
             format!("file-{}", file.id),
             body,
         )
+    }
+
+    /// Stores a checked indicator in the room's log (sequenced and delivered like a message).
+    pub fn append_indicator(
+        &self,
+        auth: &Authorized<action::ShareIndicator>,
+        indicator: escape_proto::indicator::Indicator,
+    ) -> Result<Appended, ApiError> {
+        let client_msg_id = format!("ioc-{}", uuid::Uuid::new_v4().simple());
+        self.append_as(
+            auth.resource(),
+            auth.principal().member(),
+            client_msg_id,
+            Body::Indicator(Box::new(indicator)),
+        )
+    }
+
+    /// One stored event, by sequence.
+    pub fn event(&self, room: &RoomName, seq: u64) -> Result<Option<Event>, ApiError> {
+        let key = keys::message(room, seq);
+        Ok(match self.store.get(&key)? {
+            Some(bytes) => Some(value::decode(&key, &bytes)?),
+            None => None,
+        })
     }
 
     fn append_as(

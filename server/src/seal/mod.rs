@@ -51,6 +51,31 @@ pub fn open(path: &Path, master: &MasterKey) -> Result<Arc<SealedStore>, SealErr
     Ok(Arc::new(SealedStore::new(inner, master)?))
 }
 
+/// Refuses a key file inside the data dir (symbolic links and `..` resolved as far as the
+/// paths exist).
+pub fn check_outside(data_dir: &Path, key: &Path) -> Result<(), SealError> {
+    let resolve = |p: &Path| {
+        let absolute = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        if let Ok(real) = std::fs::canonicalize(&absolute) {
+            return real;
+        }
+        // The key may not exist yet: resolve its folder and keep its name.
+        match (absolute.parent(), absolute.file_name()) {
+            (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+                .map(|d| d.join(name))
+                .unwrap_or(absolute.clone()),
+            _ => absolute,
+        }
+    };
+    if resolve(key).starts_with(resolve(data_dir)) {
+        return Err(SealError::KeyInsideDataDir {
+            key: key.display().to_string(),
+            data: data_dir.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Opens a deployment's store with the master key `options` name: refuses a key kept inside
 /// the data dir, and finishes a rotation that stopped after the data keys were re-wrapped but
 /// before the new key file replaced the old one.
@@ -59,13 +84,7 @@ pub fn open_deployment(
     store_path: &Path,
     options: &MasterKeyOptions,
 ) -> Result<(Arc<SealedStore>, MasterKey), SealError> {
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    if absolute(&options.path).starts_with(absolute(data_dir)) {
-        return Err(SealError::KeyInsideDataDir {
-            key: options.path.display().to_string(),
-            data: data_dir.display().to_string(),
-        });
-    }
+    check_outside(data_dir, &options.path)?;
     let master = MasterKey::load(options)?;
     let inner: Arc<dyn Store> = Arc::new(SledStore::open(store_path)?);
     match SealedStore::new(inner.clone(), &master) {

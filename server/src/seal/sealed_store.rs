@@ -21,7 +21,7 @@ const NONCE_BYTES: usize = 24;
 /// fresh nonce, a changed value never matches and nothing needs invalidating.
 const CACHE_ENTRIES: usize = 8192;
 /// Values larger than this are not cached.
-const CACHE_VALUE_BYTES: usize = 16 * 1024;
+const CACHE_VALUE_BYTES: usize = 4 * 1024;
 
 /// Two generations of entries: when the current one is full it becomes the previous one, so
 /// what is still read survives a turn and the whole stays bounded.

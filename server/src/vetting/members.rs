@@ -79,7 +79,6 @@ impl Members {
             tracing::warn!(member = %target, certificates = revoked, by = %admin, "member revoked");
         }
         if change != StatusChange::Reinstate {
-            crate::files::member_departed(self.registry.store(), target)?;
             let word = if change == StatusChange::Revoke {
                 "revoked"
             } else {
@@ -91,6 +90,10 @@ impl Members {
                 &format!("your membership was {word}: {reason}"),
             );
             tracing::warn!(member = %target, sessions = cut, by = %admin, "member {word}; sessions closed");
+            // After the sessions are cut, so a storage failure here cannot leave them open.
+            crate::files::member_departed(self.registry.store(), target)?;
+        } else {
+            crate::files::member_returned(self.registry.store(), target)?;
         }
         Ok(member)
     }
