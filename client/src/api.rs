@@ -7,6 +7,9 @@ use escape_proto::audit::{AuditEntry, AuditQuery, KeyRotation};
 use escape_proto::file::{
     AddCopies, FileInfo, KeyGeneration, NewGeneration, RoomKeys, StartUpload, UploadStatus,
 };
+use escape_proto::indicator::{
+    Forward, IndicatorRecord, ObservableType, Relabel, ShareIndicators, ShareReport, Sighting,
+};
 use escape_proto::room::{
     CreateRoom, HistoryPage, HistoryQuery, PolicyDocument, PolicyImpact, PolicyTemplate, RoomList,
     RoomSummary,
@@ -414,6 +417,121 @@ impl Client {
         }
         let bytes = response.bytes().await.map_err(|e| self.connect_error(&e))?;
         Err(server_error(status.as_u16(), &bytes))
+    }
+
+    /// Shares indicators into a room; each is accepted or rejected with its reason.
+    pub async fn share_indicators(
+        &self,
+        room: &RoomName,
+        request: &ShareIndicators,
+    ) -> Result<ShareReport, ClientError> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/rooms/{room}/indicators")))
+                .json(request),
+        )
+        .await
+    }
+
+    /// The room's indicators this member may read.
+    pub async fn indicators(&self, room: &RoomName) -> Result<Vec<IndicatorRecord>, ClientError> {
+        self.call(
+            self.http
+                .get(self.url(&format!("/v1/rooms/{room}/indicators"))),
+        )
+        .await
+    }
+
+    /// Everywhere a value was shared that this member may read.
+    pub async fn search_indicators(
+        &self,
+        value: &str,
+        kind: Option<ObservableType>,
+    ) -> Result<Vec<IndicatorRecord>, ClientError> {
+        let mut query = vec![("value", value.to_owned())];
+        if let Some(kind) = kind {
+            query.push(("type", kind.to_string()));
+        }
+        self.call(
+            self.http
+                .get(self.url("/v1/indicators/search"))
+                .query(&query),
+        )
+        .await
+    }
+
+    /// Reports a sighting; returns how many the indicator has.
+    pub async fn sight(
+        &self,
+        room: &RoomName,
+        seq: u64,
+        sighting: &Sighting,
+    ) -> Result<u64, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            sightings: u64,
+        }
+        let count: Count = self
+            .call(
+                self.http
+                    .post(self.url(&format!("/v1/rooms/{room}/indicators/{seq}/sightings")))
+                    .json(sighting),
+            )
+            .await?;
+        Ok(count.sightings)
+    }
+
+    pub async fn relabel(
+        &self,
+        room: &RoomName,
+        seq: u64,
+        tlp: &str,
+    ) -> Result<IndicatorRecord, ClientError> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/rooms/{room}/indicators/{seq}/relabel")))
+                .json(&Relabel {
+                    tlp: tlp.to_owned(),
+                }),
+        )
+        .await
+    }
+
+    pub async fn forward(
+        &self,
+        room: &RoomName,
+        seq: u64,
+        to: &RoomName,
+    ) -> Result<IndicatorRecord, ClientError> {
+        self.call(
+            self.http
+                .post(self.url(&format!("/v1/rooms/{room}/indicators/{seq}/forward")))
+                .json(&Forward { to: to.clone() }),
+        )
+        .await
+    }
+
+    /// The room as a STIX 2.1 bundle (what this member may export).
+    pub async fn export_stix(&self, room: &RoomName) -> Result<serde_json::Value, ClientError> {
+        self.call(self.http.get(self.url(&format!("/v1/rooms/{room}/stix"))))
+            .await
+    }
+
+    /// Shares a STIX 2.1 bundle's indicators; `tlp` labels objects without a marking.
+    pub async fn import_stix(
+        &self,
+        room: &RoomName,
+        bundle: &serde_json::Value,
+        tlp: Option<&str>,
+    ) -> Result<ShareReport, ClientError> {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/v1/rooms/{room}/stix")))
+            .json(bundle);
+        if let Some(tlp) = tlp {
+            request = request.query(&[("tlp", tlp)]);
+        }
+        self.call(request).await
     }
 
     /// Audit entries after `after`, oldest first.

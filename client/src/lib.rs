@@ -7,6 +7,7 @@ pub mod channel;
 pub mod enroll;
 pub mod error;
 pub mod files;
+pub mod indicators;
 pub mod profile;
 pub mod tail;
 pub mod tls;

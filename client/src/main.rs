@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use cli::output::{self, print};
 use escape_client::tail::{Tail, TailEvent};
 use escape_client::{Channel, Client, ClientError, ProfileStore, new_client_msg_id};
+use escape_proto::indicator::ObservableType;
 use escape_proto::room::HistoryQuery;
 use escape_proto::vetting::{ApplicationStatus, Claims, DirectoryQuery, StatusChange};
 use escape_proto::{Body, ErrorCode, MemberId, Published, RoomName};
@@ -83,6 +84,9 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Threat indicators: share, list, search, sight, relabel, forward, export (TLP first).
+    #[command(subcommand)]
+    Ioc(IocCommand),
     /// Follow a room live; reconnects and resumes without gaps.
     Tail {
         room: RoomName,
@@ -182,6 +186,76 @@ enum RoomCommand {
         #[arg(long)]
         history_for_joiners: Option<bool>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum IocCommand {
+    /// Share indicators: values, or a file (a list, CSV with a header, or a STIX 2.1 bundle;
+    /// `-` reads standard input). Prints what was accepted and why anything was not.
+    Share {
+        room: RoomName,
+        file: Option<PathBuf>,
+        /// The TLP 2.0 label: CLEAR, GREEN, AMBER, AMBER+STRICT, RED (required unless every
+        /// line or object carries its own).
+        #[arg(long)]
+        tlp: Option<String>,
+        /// A value to share (repeatable), besides or instead of a file.
+        #[arg(long = "value")]
+        values: Vec<String>,
+        /// The observable type, when it cannot be recognised from the value.
+        #[arg(long = "type", value_parser = parse_observable)]
+        kind: Option<ObservableType>,
+        #[arg(long)]
+        confidence: Option<u8>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long)]
+        kill_chain_phase: Option<String>,
+    },
+    /// The indicators of a room that you may read.
+    List { room: RoomName },
+    /// Where a value was shared, in everything you may read.
+    Search {
+        value: String,
+        #[arg(long = "type", value_parser = parse_observable)]
+        kind: Option<ObservableType>,
+    },
+    /// Report that you saw an indicator.
+    Sight {
+        room: RoomName,
+        seq: u64,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Change the label of an indicator you shared.
+    Relabel {
+        room: RoomName,
+        seq: u64,
+        #[arg(long)]
+        tlp: String,
+    },
+    /// Copy an indicator to another room (never TLP:RED).
+    Forward {
+        room: RoomName,
+        seq: u64,
+        #[arg(long)]
+        to: RoomName,
+    },
+    /// Export a room as a STIX 2.1 bundle.
+    Export {
+        room: RoomName,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn parse_observable(text: &str) -> Result<ObservableType, String> {
+    ObservableType::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = ObservableType::ALL.iter().map(|t| t.as_str()).collect();
+        format!("one of {}", names.join(", "))
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -531,6 +605,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             cli::files::upload(&client, json, &room, &path, &resume_dir).await?
         }
         Command::Files { room } => cli::files::list(&client, json, &room).await?,
+        Command::Ioc(command) => ioc(&client, json, command).await?,
         Command::Download {
             room,
             file_id,
@@ -701,6 +776,41 @@ async fn admin(client: &Client, json: bool, command: AdminCommand) -> Result<(),
             });
             Ok(())
         }
+    }
+}
+
+async fn ioc(client: &Client, json: bool, command: IocCommand) -> Result<(), ClientError> {
+    use cli::ioc;
+    match command {
+        IocCommand::Share {
+            room,
+            file,
+            tlp,
+            values,
+            kind,
+            confidence,
+            description,
+            tags,
+            kill_chain_phase,
+        } => {
+            let template = ioc::Template {
+                tlp,
+                kind,
+                confidence,
+                description,
+                tags,
+                kill_chain_phase,
+            };
+            ioc::share(client, json, &room, file.as_deref(), &values, template).await
+        }
+        IocCommand::List { room } => ioc::list(client, json, &room).await,
+        IocCommand::Search { value, kind } => ioc::search(client, json, &value, kind).await,
+        IocCommand::Sight { room, seq, note } => ioc::sight(client, json, &room, seq, note).await,
+        IocCommand::Relabel { room, seq, tlp } => {
+            ioc::relabel(client, json, &room, seq, &tlp).await
+        }
+        IocCommand::Forward { room, seq, to } => ioc::forward(client, json, &room, seq, &to).await,
+        IocCommand::Export { room, output } => ioc::export(client, &room, output.as_deref()).await,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod member;
 pub mod message;
 pub mod profile;
 pub mod room;
+pub mod stix;
 pub mod tlp;
 pub mod vetting;
 

@@ -16,6 +16,7 @@ pub mod files;
 pub mod gate;
 pub mod http;
 pub mod identity;
+pub mod indicators;
 pub mod listener;
 pub mod pki;
 pub mod policy;

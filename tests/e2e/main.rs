@@ -7,6 +7,7 @@ mod bad_input;
 mod certificates;
 mod durability;
 mod files;
+mod indicators;
 mod messaging;
 mod oidc;
 mod policy;

@@ -2,5 +2,6 @@
 //! vetting commands.
 
 pub mod files;
+pub mod ioc;
 pub mod output;
 pub mod vetting;

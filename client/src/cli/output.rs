@@ -89,6 +89,18 @@ pub fn event(e: &Event) -> String {
     let time = e.sent_at.format(&format).unwrap_or_default();
     let text = match &e.body {
         Body::Text { text } => clean(text),
+        Body::Indicator(i) => format!(
+            "{} {} {} (confidence {}){}",
+            i.tlp.as_str(),
+            i.kind.as_str(),
+            clean(&i.value),
+            i.confidence,
+            if i.description.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", clean(&i.description))
+            }
+        ),
         Body::File {
             file_id,
             name,

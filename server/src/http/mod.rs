@@ -29,6 +29,10 @@
 //! | `GET`/`POST /v1/rooms/{room}/files` | shared files; announce an upload (ciphertext size, key generation) |
 //! | `PUT /v1/rooms/{room}/files/{id}/content?offset=`, `GET .../upload`, `POST .../complete` | resumable upload |
 //! | `GET /v1/rooms/{room}/files/{id}/content?offset=` | download the ciphertext (resumable) |
+//! | `GET`/`POST /v1/rooms/{room}/indicators` | a room's indicators (TLP applied); share some (each checked, with a report) |
+//! | `POST /v1/rooms/{room}/indicators/{seq}/{sightings,relabel,forward}` | report a sighting; relabel (the sharer); forward |
+//! | `GET /v1/indicators/search?value=&type=` | every readable place a value was shared |
+//! | `GET`/`POST /v1/rooms/{room}/stix[?tlp=]` | export a STIX 2.1 bundle (never TLP:RED); import one |
 //! | `POST /v1/admin/keys/rotate` | replace the master key that seals the store, while serving (admins) |
 //!
 //! The enrollment listener has its own router ([`enroll`]).
@@ -40,6 +44,7 @@ mod admin;
 mod audit;
 pub mod enroll;
 mod files;
+mod indicators;
 mod policy;
 mod principal;
 mod rooms;
@@ -127,6 +132,31 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/rooms/{room}/files/{id}/complete",
             post(files::complete),
+        )
+        .route(
+            "/v1/rooms/{room}/indicators",
+            get(indicators::list)
+                .post(indicators::share)
+                .layer(DefaultBodyLimit::max(indicators::MAX_BULK_BYTES)),
+        )
+        .route(
+            "/v1/rooms/{room}/indicators/{seq}/sightings",
+            post(indicators::sight),
+        )
+        .route(
+            "/v1/rooms/{room}/indicators/{seq}/relabel",
+            post(indicators::relabel),
+        )
+        .route(
+            "/v1/rooms/{room}/indicators/{seq}/forward",
+            post(indicators::forward),
+        )
+        .route("/v1/indicators/search", get(indicators::search))
+        .route(
+            "/v1/rooms/{room}/stix",
+            get(indicators::export)
+                .post(indicators::import)
+                .layer(DefaultBodyLimit::max(indicators::MAX_BULK_BYTES)),
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -122,5 +122,14 @@ pub async fn history(
     let auth = state
         .gate
         .authorize::<action::ReadHistory>(&principal, room)?;
-    Ok(Json(state.rooms.history(&auth, &query)?))
+    let mut page = state.rooms.history(&auth, &query)?;
+    // Each event passes its own label too (an indicator this member may not see is left out).
+    let mut visible = Vec::with_capacity(page.messages.len());
+    for event in page.messages {
+        if state.gate.may_read_event(&principal, &event)? {
+            visible.push(event);
+        }
+    }
+    page.messages = visible;
+    Ok(Json(page))
 }

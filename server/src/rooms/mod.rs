@@ -373,6 +373,11 @@ impl Rooms {
         )
     }
 
+    /// The newest durable sequence of a room (0 when it has none).
+    pub fn durable_head(&self, room: &RoomName) -> Result<u64, ApiError> {
+        Ok(self.log(room)?.durable.get())
+    }
+
     /// One stored event, by sequence.
     pub fn event(&self, room: &RoomName, seq: u64) -> Result<Option<Event>, ApiError> {
         let key = keys::message(room, seq);

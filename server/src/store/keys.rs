@@ -157,6 +157,39 @@ pub fn files_prefix(room: &RoomName) -> Vec<u8> {
 
 pub const FILES_PREFIX: &[u8] = b"file/";
 
+/// The secret that keys the indicator index: values are indexed by an HMAC of their normalised
+/// form, so the index reveals neither values nor which ones are equal without it.
+pub const INDICATOR_INDEX_SECRET: &[u8] = b"ioc-index/secret";
+
+/// One place an indicator value was shared: by the HMAC of the value, then room and sequence.
+pub fn indicator_index(mac: &str, room: &RoomName, seq: u64) -> Vec<u8> {
+    join(&[
+        indicator_index_prefix(mac).as_slice(),
+        room.as_str().as_bytes(),
+        b"/",
+        &seq.to_be_bytes(),
+    ])
+}
+
+pub fn indicator_index_prefix(mac: &str) -> Vec<u8> {
+    join(&[b"ioc-index/entry/", mac.as_bytes(), b"/"])
+}
+
+/// A sighting of the indicator at `seq` in `room`.
+pub fn sighting(room: &RoomName, seq: u64, id: &str) -> Vec<u8> {
+    join(&[sightings_prefix(room, seq).as_slice(), id.as_bytes()])
+}
+
+pub fn sightings_prefix(room: &RoomName, seq: u64) -> Vec<u8> {
+    join(&[
+        b"sighting/",
+        room.as_str().as_bytes(),
+        b"/",
+        &seq.to_be_bytes(),
+        b"/",
+    ])
+}
+
 /// A scope's data key, wrapped with age to the master identity (the only values stored unsealed).
 pub fn data_key(scope: &[u8]) -> Vec<u8> {
     join(&[DATA_KEY_PREFIX, scope])
@@ -175,6 +208,7 @@ const ROOM_SCOPED_PREFIXES: &[&[u8]] = &[
     b"room-key/",
     b"room-key-state/",
     b"file/",
+    b"sighting/",
 ];
 
 /// The room a key belongs to, for choosing its data key; `None` for deployment-wide keys.

@@ -93,8 +93,10 @@ impl Cursor {
                         return;
                     }
                     next = event.seq + 1;
-                    match self.may_deliver(&member) {
-                        Ok(()) => {}
+                    match self.may_deliver(&member, &event) {
+                        Ok(true) => {}
+                        // TLP: this recipient may read the room but not this indicator.
+                        Ok(false) => continue,
                         // The policy does not let this member see it now: it simply does not
                         // arrive. Access may come back with the next change of attributes or policy.
                         Err(denied) if denied.code == ErrorCode::Forbidden => continue,
@@ -124,13 +126,20 @@ impl Cursor {
         }
     }
 
-    /// The per-recipient, per-event decision, on the member's current record.
-    fn may_deliver(&self, member: &escape_proto::MemberId) -> Result<(), ApiError> {
+    /// The per-recipient, per-event decision, on the member's current record: the room's
+    /// policy, then the event's own label.
+    fn may_deliver(
+        &self,
+        member: &escape_proto::MemberId,
+        event: &escape_proto::Event,
+    ) -> Result<bool, ApiError> {
         let principal = Principal::resolve_id(&self.state.registry, member)?
             .with_certificate_expiry(self.expiry);
-        self.state
-            .gate
-            .authorize_frame::<action::Deliver>(&principal, self.auth.resource().clone(), "event")
-            .map(|_| ())
+        self.state.gate.authorize_frame::<action::Deliver>(
+            &principal,
+            self.auth.resource().clone(),
+            "event",
+        )?;
+        self.state.gate.may_read_event(&principal, event)
     }
 }
