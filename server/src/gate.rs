@@ -325,6 +325,12 @@ impl Gate {
         Ok(())
     }
 
+    /// Whether the gate would allow `A` on `resource`, for showing capabilities (a TAXII
+    /// collection's `can_write`); not an attempt, so a "no" is not audited.
+    pub fn permits<A: Action>(&self, principal: &Principal, resource: A::Resource) -> bool {
+        self.decide::<A>(principal, resource, "probe").is_ok()
+    }
+
     /// Whether `principal`, already allowed to read the event's room, may see this event now:
     /// the TLP 2.0 rule for indicators. Every path that hands out a stored event (delivery,
     /// history, search, export, TAXII) asks here.

@@ -27,6 +27,7 @@ pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod store;
+pub mod taxii;
 pub mod tls;
 pub mod vetting;
 pub mod ws;

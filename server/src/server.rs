@@ -152,6 +152,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .with_audit(audit.clone()),
         audit: audit.clone(),
         sealing,
+        taxii_statuses: Arc::default(),
         files: Arc::new(crate::files::Files::new(
             store.clone(),
             registry.clone(),

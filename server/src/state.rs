@@ -29,6 +29,8 @@ pub struct AppState {
     pub members: Members,
     pub oidc: Arc<RelyingParty>,
     pub audit: Arc<AuditLog>,
+    /// TAXII 2.1 write statuses.
+    pub taxii_statuses: Arc<crate::taxii::Statuses>,
     /// Room keys and end-to-end encrypted files.
     pub files: Arc<crate::files::Files>,
     /// The sealed store's keys, for rotating the master key while serving.

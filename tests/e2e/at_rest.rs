@@ -69,6 +69,20 @@ async fn a_copy_of_the_data_dir_without_the_master_key_reveals_no_text_or_attrib
         .await
         .expect("ack");
     channel.close().await;
+    client
+        .share_indicators(
+            &ops,
+            &escape_proto::indicator::ShareIndicators {
+                indicators: vec![escape_proto::indicator::IndicatorDraft {
+                    value: "iocvaluezq3.example".into(),
+                    tlp: "AMBER".into(),
+                    description: "Iocdescrxy8".into(),
+                    ..Default::default()
+                }],
+            },
+        )
+        .await
+        .expect("indicator");
     d.client("admin")
         .await
         .update_attributes(
@@ -96,6 +110,8 @@ async fn a_copy_of_the_data_dir_without_the_master_key_reveals_no_text_or_attrib
         "Rolexk3",
         "Clientpv4-Ministry",
         "Reasonmv2",
+        "iocvaluezq3",
+        "Iocdescrxy8",
     ] {
         let hits = found_in(&files, secret);
         assert!(hits.is_empty(), "{secret:?} is readable in {hits:?}");

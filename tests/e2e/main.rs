@@ -12,4 +12,5 @@ mod messaging;
 mod oidc;
 mod policy;
 mod resume;
+mod taxii;
 mod vetting;

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod identity_providers;
+pub mod taxii_tools;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -35,6 +35,8 @@
 //! | `GET`/`POST /v1/rooms/{room}/stix[?tlp=]` | export a STIX 2.1 bundle (never TLP:RED); import one |
 //! | `POST /v1/admin/keys/rotate` | replace the master key that seals the store, while serving (admins) |
 //!
+//! TAXII 2.1 lives under `/taxii2/` on the same listener ([`crate::taxii`]).
+//!
 //! The enrollment listener has its own router ([`enroll`]).
 //!
 //! Every handler takes a [`Principal`] (an active member, or the request is refused with 403)
@@ -44,7 +46,7 @@ mod admin;
 mod audit;
 pub mod enroll;
 mod files;
-mod indicators;
+pub(crate) mod indicators;
 mod policy;
 mod principal;
 mod rooms;
@@ -158,6 +160,7 @@ pub fn router(state: AppState) -> Router {
                 .post(indicators::import)
                 .layer(DefaultBodyLimit::max(indicators::MAX_BULK_BYTES)),
         )
+        .merge(crate::taxii::router().layer(DefaultBodyLimit::max(indicators::MAX_BULK_BYTES)))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
