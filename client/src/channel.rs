@@ -226,6 +226,26 @@ impl Channel {
         }
     }
 
+    /// Shares indicators over the channel; returns what became of each.
+    pub async fn share_indicators(
+        &mut self,
+        room: &RoomName,
+        indicators: Vec<escape_proto::indicator::IndicatorDraft>,
+    ) -> Result<escape_proto::indicator::ShareReport, ClientError> {
+        let id = self
+            .request(ClientFrame::ShareIndicator {
+                room: room.clone(),
+                indicators,
+            })
+            .await?;
+        match self.answer(&id).await? {
+            ServerFrame::IndicatorsShared { report, .. } => Ok(report),
+            other => Err(ClientError::Protocol(format!(
+                "expected indicators_shared, got {other:?}"
+            ))),
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }

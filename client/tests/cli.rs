@@ -185,6 +185,32 @@ async fn the_walkthrough_works_from_the_command_line() {
     let history = cli.ok(&["history", "ops", "--limit", "1"]);
     assert!(history.contains("shared a file: report.txt"), "{history}");
 
+    // Indicators from a file: each line accepted or rejected with its line number; TLP first.
+    let iocs = work.path().join("iocs.txt");
+    std::fs::write(
+        &iocs,
+        "# campaign X\n198.51.100[.]7\n300.1.1.1\nhxxp://evil[.]example/x\n",
+    )
+    .expect("write");
+    let out = cli.ok(&[
+        "ioc",
+        "share",
+        "ops",
+        "--tlp",
+        "amber",
+        iocs.to_str().expect("path"),
+    ]);
+    assert!(out.contains("rejected line 3 (300.1.1.1)"), "{out}");
+    assert!(out.contains("2 accepted, 1 rejected"), "{out}");
+    let listed = cli.ok(&["ioc", "list", "ops"]);
+    assert!(
+        listed.lines().all(|l| l.starts_with("TLP:AMBER")),
+        "{listed}"
+    );
+    assert!(listed.contains("http://evil.example/x"), "{listed}");
+    let found = cli.json(&["ioc", "search", "198.51.100.7"]);
+    assert_eq!(found[0]["indicator"]["tlp"], "TLP:AMBER");
+
     // Exit codes say what kind of failure it was.
     assert_eq!(cli.code(&["history", "nowhere"]).0, 6);
     assert_eq!(cli.code(&["room", "create", "ops"]).0, 7);

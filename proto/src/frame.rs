@@ -44,6 +44,11 @@ pub enum ClientFrame {
         client_msg_id: String,
         body: Body,
     },
+    /// Share threat indicators (each checked and normalised); answered with `indicators_shared`.
+    ShareIndicator {
+        room: RoomName,
+        indicators: Vec<crate::indicator::IndicatorDraft>,
+    },
     /// Liveness probe; answered with `pong`.
     Ping,
 }
@@ -55,12 +60,19 @@ impl ClientFrame {
             Self::Subscribe { .. } => "subscribe",
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::Send { .. } => "send",
+            Self::ShareIndicator { .. } => "share_indicator",
             Self::Ping => "ping",
         }
     }
 }
 
-const CLIENT_FRAME_TYPES: &[&str] = &["subscribe", "unsubscribe", "send", "ping"];
+const CLIENT_FRAME_TYPES: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "send",
+    "share_indicator",
+    "ping",
+];
 
 /// A client frame in its envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +212,11 @@ pub enum ServerFrame {
         duplicate: bool,
     },
     Pong,
+    /// What became of each indicator of a `share_indicator` (accepted ones are durable).
+    IndicatorsShared {
+        room: RoomName,
+        report: crate::indicator::ShareReport,
+    },
     /// A request failed, or the connection is about to be closed (`slow_consumer`, `shutting_down`).
     Error {
         code: ErrorCode,

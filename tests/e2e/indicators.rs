@@ -126,8 +126,25 @@ async fn indicators_are_validated_normalised_and_reported_one_by_one() {
         .expect("history");
     assert!(matches!(&page.messages[0].body, Body::Indicator(i) if i.tlp == Tlp::Amber));
 
-    // A plain message cannot smuggle an unchecked indicator.
+    // The typed frame shares over the WebSocket too, with the same checks and report.
     let mut channel = d.channel("ana").await;
+    let report = channel
+        .share_indicators(
+            &r,
+            vec![
+                draft("phish[@]evil.example", "GREEN"),
+                draft("nope", "GREEN"),
+            ],
+        )
+        .await
+        .expect("frame");
+    assert!(matches!(
+        &report.outcomes[0],
+        ShareOutcome::Accepted { indicator, .. } if indicator.value == "phish@evil.example"
+    ));
+    assert!(matches!(&report.outcomes[1], ShareOutcome::Rejected { .. }));
+
+    // A plain message cannot smuggle an unchecked indicator.
     let forged = channel
         .send(&r, "forged", page.messages[0].body.clone())
         .await

@@ -310,6 +310,20 @@ async fn handle(
                 outbox.send(ServerMessage::new(id, frame)).await;
             });
         }
+        ClientFrame::ShareIndicator { room, indicators } => {
+            let auth = state.gate.authorize_frame::<action::ShareIndicator>(
+                &principal,
+                room.clone(),
+                "share_indicator",
+            )?;
+            let report = crate::indicators::share(state, &auth, indicators).await?;
+            outbox
+                .send(ServerMessage::new(
+                    id,
+                    ServerFrame::IndicatorsShared { room, report },
+                ))
+                .await;
+        }
         ClientFrame::Ping => {
             outbox.send(ServerMessage::new(id, ServerFrame::Pong)).await;
         }
