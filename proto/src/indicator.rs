@@ -87,6 +87,10 @@ impl std::fmt::Display for ObservableType {
 /// the value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndicatorDraft {
+    /// The STIX id to keep (`indicator--<uuid>`), when the indicator comes from STIX or TAXII;
+    /// a new one is made otherwise.
+    #[serde(rename = "id", default, skip_serializing_if = "Option::is_none")]
+    pub stix_id: Option<String>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ObservableType>,
     pub value: String,
@@ -158,8 +162,10 @@ impl Indicator {
         Some(match self.kind {
             ObservableType::Ipv4 => format!("[ipv4-addr:value = '{v}']"),
             ObservableType::Ipv6 => format!("[ipv6-addr:value = '{v}']"),
-            ObservableType::Cidr if v.contains(':') => format!("[ipv6-addr:value = '{v}']"),
-            ObservableType::Cidr => format!("[ipv4-addr:value = '{v}']"),
+            ObservableType::Cidr if v.contains(':') => {
+                format!("[ipv6-addr:value ISSUBSET '{v}']")
+            }
+            ObservableType::Cidr => format!("[ipv4-addr:value ISSUBSET '{v}']"),
             ObservableType::Domain => format!("[domain-name:value = '{v}']"),
             ObservableType::Url => format!("[url:value = '{v}']"),
             ObservableType::Email => format!("[email-addr:value = '{v}']"),
@@ -207,7 +213,12 @@ pub fn refang(value: &str) -> String {
     ] {
         v = v.replace(from, to);
     }
-    for (from, to) in [("hxxps", "https"), ("hxxp", "http"), ("fxp", "ftp")] {
+    // Defanged schemes only (`hxxp://`): a domain that starts with "hxxp" or "fxp" is a domain.
+    for (from, to) in [
+        ("hxxps://", "https://"),
+        ("hxxp://", "http://"),
+        ("fxp://", "ftp://"),
+    ] {
         if v.to_ascii_lowercase().starts_with(from) {
             v = format!("{to}{}", &v[from.len()..]);
         }
@@ -406,9 +417,21 @@ fn normalise_cidr(v: &str) -> Result<String, String> {
     }
 }
 
+/// Whether `s` is a UUID in its canonical 8-4-4-4-12 lower-case hex form.
+pub fn is_stix_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| {
+            g.len() == n
+                && g.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        })
+}
+
 /// A checked draft: everything but who shares it and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
+    pub stix_id: Option<String>,
     pub kind: ObservableType,
     pub value: String,
     pub tlp: Tlp,
@@ -466,6 +489,8 @@ impl IndicatorDraft {
             None | Some("") => None,
             Some(phase) => {
                 let ok = phase.len() <= 128
+                    && !phase.starts_with(':')
+                    && !phase.ends_with(':')
                     && phase
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'));
@@ -478,7 +503,15 @@ impl IndicatorDraft {
                 Some(phase.to_ascii_lowercase())
             }
         };
+        let stix_id = match self.stix_id.as_deref() {
+            None => None,
+            Some(id) if is_stix_uuid(id.strip_prefix("indicator--").unwrap_or_default()) => {
+                Some(id.to_owned())
+            }
+            Some(_) => return Err(field_error("id", "a STIX id is indicator--<uuid>")),
+        };
         Ok(Checked {
+            stix_id,
             kind,
             value,
             tlp,
@@ -586,6 +619,8 @@ mod tests {
         assert_eq!(ok(Cve, "cve-2024-3094"), "CVE-2024-3094");
         assert_eq!(ok(Asn, "as64500"), "AS64500");
         assert_eq!(ok(Asn, "64500"), "AS64500");
+        assert_eq!(ok(Domain, "fxpro.com"), "fxpro.com");
+        assert_eq!(ok(Domain, "hxxpool.example"), "hxxpool.example");
     }
 
     #[test]

@@ -248,19 +248,37 @@ fn draft_from_object(o: &Value, default_tlp: Option<Tlp>) -> Imported {
             .ok_or_else(|| reject(&id, "pattern", "missing"))?;
         parse_pattern(pattern).map_err(|why| reject(&id, "pattern", why))?
     };
-    let label = o["object_marking_refs"]
+    let labels: Vec<Tlp> = o["object_marking_refs"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .find_map(Tlp::from_marking_definition);
-    let tlp = label.or(default_tlp).ok_or_else(|| {
-        reject(
+        .filter_map(tlp_of_marking)
+        .collect();
+    if o["granular_markings"].is_array() {
+        return Err(reject(
             &id,
-            "object_marking_refs",
-            "no TLP 2.0 marking; give a default label",
-        )
-    })?;
+            "granular_markings",
+            "granular markings are not read; mark the whole object",
+        ));
+    }
+    let tlp = match labels.as_slice() {
+        [] => default_tlp.ok_or_else(|| {
+            reject(
+                &id,
+                "object_marking_refs",
+                "no TLP marking; give a default label",
+            )
+        })?,
+        [one] => *one,
+        _ => {
+            return Err(reject(
+                &id,
+                "object_marking_refs",
+                "more than one TLP marking; an object has exactly one label",
+            ));
+        }
+    };
     let parse_time = |field: &str| -> Result<Option<OffsetDateTime>, (String, FieldError)> {
         match o[field].as_str() {
             None => Ok(None),
@@ -285,7 +303,14 @@ fn draft_from_object(o: &Value, default_tlp: Option<Tlp>) -> Imported {
                 p["phase_name"].as_str()?
             ))
         });
+    // Keep the object's identity: a CVE travels as vulnerability--<uuid>, stored as
+    // indicator--<uuid> and exported back under the same uuid.
+    let stix_id = id
+        .split_once("--")
+        .map(|(_, uuid)| format!("indicator--{uuid}"))
+        .filter(|i| crate::indicator::is_stix_uuid(&i["indicator--".len()..]));
     Ok(IndicatorDraft {
+        stix_id,
         kind: Some(kind),
         value,
         tlp: tlp.as_str().to_owned(),
@@ -304,7 +329,20 @@ fn draft_from_object(o: &Value, default_tlp: Option<Tlp>) -> Imported {
     })
 }
 
-/// Reads `[object:property = 'value']` (one comparison) into a type and a raw value.
+/// The label of a TLP marking definition: TLP 2.0's ids, and TLP 1.0's (which STIX libraries
+/// still write; WHITE is CLEAR).
+fn tlp_of_marking(id: &str) -> Option<Tlp> {
+    Tlp::from_marking_definition(id).or(match id {
+        "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed" => Some(Tlp::Red),
+        "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82" => Some(Tlp::Amber),
+        "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da" => Some(Tlp::Green),
+        "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9" => Some(Tlp::Clear),
+        _ => None,
+    })
+}
+
+/// Reads `[object:property = 'value']` (one comparison; `ISSUBSET` for networks) into a type
+/// and a raw value.
 pub fn parse_pattern(pattern: &str) -> Result<(ObservableType, String), String> {
     let inner = pattern
         .trim()
@@ -312,12 +350,34 @@ pub fn parse_pattern(pattern: &str) -> Result<(ObservableType, String), String> 
         .and_then(|p| p.strip_suffix(']'))
         .ok_or("a pattern is one [comparison]")?
         .trim();
-    if inner.contains(" AND ") || inner.contains(" OR ") || inner.contains("] ") {
+    // Brackets, or a boolean or other operator outside quotes, mean something other than one
+    // equality.
+    let outside_quotes: String = inner.split('\'').step_by(2).collect::<Vec<_>>().join(" ");
+    let upper = format!(" {} ", outside_quotes.to_ascii_uppercase());
+    if outside_quotes.contains('[')
+        || outside_quotes.contains(']')
+        || [
+            " AND ",
+            " OR ",
+            " FOLLOWEDBY ",
+            "<",
+            ">",
+            "!=",
+            " LIKE ",
+            " MATCHES ",
+            " NOT ",
+        ]
+        .iter()
+        .any(|op| upper.contains(op))
+    {
         return Err("only single-comparison patterns are read".into());
     }
-    let (path, value) = inner
-        .split_once('=')
-        .ok_or("expected object:property = value")?;
+    let (path, value) = match inner.split_once(" ISSUBSET ") {
+        Some((path, value)) => (path, value),
+        None => inner
+            .split_once('=')
+            .ok_or("expected object:property = value")?,
+    };
     let path = path.trim().replace('"', "'");
     let value = value.trim();
     let text = if let Some(quoted) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
@@ -326,9 +386,8 @@ pub fn parse_pattern(pattern: &str) -> Result<(ObservableType, String), String> 
         value.to_owned()
     };
     let kind = match path.as_str() {
-        "ipv4-addr:value" if text.contains('/') => ObservableType::Cidr,
+        _ if text.contains('/') && path.ends_with("-addr:value") => ObservableType::Cidr,
         "ipv4-addr:value" => ObservableType::Ipv4,
-        "ipv6-addr:value" if text.contains('/') => ObservableType::Cidr,
         "ipv6-addr:value" => ObservableType::Ipv6,
         "domain-name:value" => ObservableType::Domain,
         "url:value" => ObservableType::Url,
@@ -410,6 +469,39 @@ mod tests {
             assert_eq!(checked.tlp, Tlp::Amber);
             assert_eq!(checked.confidence, 80);
         }
+    }
+
+    #[test]
+    fn an_object_has_exactly_one_label_and_tlp_1_ids_are_read() {
+        let object = |markings: Value| {
+            json!({"type":"indicator","id":"indicator--1","spec_version":"2.1",
+                   "pattern":"[domain-name:value = 'x.example']","pattern_type":"stix",
+                   "valid_from":"2024-01-01T00:00:00Z","object_marking_refs": markings})
+        };
+        let two = object(json!([
+            Tlp::Clear.marking_definition(),
+            Tlp::Red.marking_definition()
+        ]));
+        let err = drafts_from_objects(&[two], Some(Tlp::Clear))[0]
+            .clone()
+            .expect_err("two labels");
+        assert_eq!(err.1.field, "object_marking_refs");
+        let old_red = object(json!([
+            "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed"
+        ]));
+        let draft = drafts_from_objects(&[old_red], Some(Tlp::Clear))[0]
+            .clone()
+            .expect("TLP 1.0 red");
+        assert_eq!(
+            draft.tlp, "TLP:RED",
+            "the default never overrides a marking"
+        );
+        assert!(parse_pattern("[url:value='a']OR[url:value='b']").is_err());
+        assert!(parse_pattern("[ipv4-addr:value != '1.2.3.4']").is_err());
+        assert_eq!(
+            parse_pattern("[ipv4-addr:value ISSUBSET '10.0.0.0/8']").expect("subset"),
+            (ObservableType::Cidr, "10.0.0.0/8".to_owned())
+        );
     }
 
     #[test]

@@ -199,6 +199,10 @@ pub struct AttributeUpdate {
     pub vetting: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<bool>,
+    /// The organisations this member's organisation serves (TLP:AMBER reaches them);
+    /// `clients=A;B` on the command line, empty to clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Vec<String>>,
 }
 
 impl AttributeUpdate {
@@ -217,6 +221,15 @@ impl AttributeUpdate {
                 "sector" => update.sector = Some(value),
                 "role" => update.role = Some(value),
                 "vetting" => update.vetting = Some(value),
+                "clients" => {
+                    update.clients = Some(
+                        value
+                            .split(';')
+                            .map(|c| c.trim().to_owned())
+                            .filter(|c| !c.is_empty())
+                            .collect(),
+                    )
+                }
                 "clearance" => {
                     update.clearance = Some(
                         value
@@ -233,7 +246,7 @@ impl AttributeUpdate {
                 }
                 other => {
                     return Err(format!(
-                        "unknown attribute {other:?}; known: name, organisation, country, sector, role, clearance, vetting, admin"
+                        "unknown attribute {other:?}; known: name, organisation, country, sector, role, clearance, vetting, admin, clients"
                     ));
                 }
             }

@@ -342,6 +342,11 @@ impl Gate {
         let escape_proto::Body::Indicator(indicator) = &event.body else {
             return Ok(true);
         };
+        let (label, labelled_at) = self
+            .effective_label(event)?
+            .unwrap_or((indicator.tlp, event.sent_at));
+        let mut effective = indicator.as_ref().clone();
+        effective.tlp = label;
         let joined_at = match self
             .store
             .get(&keys::room_member(&event.room, principal.id()))?
@@ -356,16 +361,57 @@ impl Gate {
             None => None,
         };
         Ok(tlp_allows(
-            indicator,
+            &effective,
             &principal.member().attributes.organisation,
             joined_at,
-            event.sent_at,
+            labelled_at,
         ))
+    }
+
+    /// The label that governs an indicator event now: its newest version's in the room, and
+    /// when that was shared. `None` for events that are not indicators.
+    pub fn effective_label(
+        &self,
+        event: &escape_proto::Event,
+    ) -> Result<Option<(escape_proto::tlp::Tlp, time::OffsetDateTime)>, ApiError> {
+        let escape_proto::Body::Indicator(indicator) = &event.body else {
+            return Ok(None);
+        };
+        let key = keys::indicator_latest(&event.room, &indicator.id);
+        Ok(Some(match self.store.get(&key)? {
+            Some(bytes) => {
+                let latest: LatestVersion = crate::store::value::decode(&key, &bytes)?;
+                (latest.tlp, latest.at)
+            }
+            None => (indicator.tlp, event.sent_at),
+        }))
+    }
+
+    /// The newest version's sequence of an indicator in a room, if it has been recorded.
+    pub fn latest_version(
+        &self,
+        room: &RoomName,
+        indicator: &str,
+    ) -> Result<Option<LatestVersion>, ApiError> {
+        let key = keys::indicator_latest(room, indicator);
+        Ok(match self.store.get(&key)? {
+            Some(bytes) => Some(crate::store::value::decode(&key, &bytes)?),
+            None => None,
+        })
     }
 
     pub fn policy(&self) -> &crate::policy::PolicyEngine {
         &self.policy
     }
+}
+
+/// The newest version of an indicator in a room (see [`keys::indicator_latest`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LatestVersion {
+    pub seq: u64,
+    pub tlp: escape_proto::tlp::Tlp,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
 }
 
 /// The TLP 2.0 rule (FIRST): who may receive an indicator, measured from its source.
@@ -382,10 +428,22 @@ pub fn tlp_allows(
     shared_at: time::OffsetDateTime,
 ) -> bool {
     use escape_proto::tlp::Tlp;
-    let same_org = !organisation.is_empty() && organisation == indicator.source_organisation;
+    // Organisation names compare as vetting compares them: trimmed, case-insensitive; an empty
+    // one (an unvetted record) matches nothing.
+    let same = |a: &str, b: &str| {
+        let (a, b) = (a.trim(), b.trim());
+        !a.is_empty() && a.eq_ignore_ascii_case(b)
+    };
+    let same_org = same(organisation, &indicator.source_organisation);
     match indicator.tlp {
         Tlp::Clear | Tlp::Green => true,
-        Tlp::Amber => same_org || indicator.source_clients.iter().any(|c| c == organisation),
+        Tlp::Amber => {
+            same_org
+                || indicator
+                    .source_clients
+                    .iter()
+                    .any(|client| same(organisation, client))
+        }
         Tlp::AmberStrict => same_org,
         Tlp::Red => {
             indicator.forwarded_from.is_none()

@@ -155,6 +155,7 @@ fn describe_changes(old: &Member, new: &Member) -> Vec<String> {
         b.clearance.to_string(),
     );
     field("vetting", a.vetting.clone(), b.vetting.clone());
+    field("clients", a.clients.join(";"), b.clients.join(";"));
     field(
         "published",
         format!("{:?}", old.published),

@@ -342,6 +342,7 @@ async fn only_the_sharer_relabels_and_a_wider_label_reaches_more_members() {
     d.add_member_as("ana", attributes("CERT-A", &[]));
     d.add_member_as("ari", attributes("CERT-A", &[]));
     d.add_member_as("bob", attributes("CERT-B", &[]));
+    d.add_member_as("late", attributes("CERT-L", &[]));
     d.start().await;
     let r = intel_room(&d, "ana", &["ari", "bob"]).await;
     let ana = d.client("ana").await;
@@ -365,7 +366,52 @@ async fn only_the_sharer_relabels_and_a_wider_label_reaches_more_members() {
     );
     assert!(relabelled.indicator.modified > indicator.modified);
     let seen = bob.indicators(&r).await.expect("list");
-    assert_eq!(labels(&seen), [Tlp::Green]);
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|r| r.indicator.tlp == Tlp::Green),
+        "{seen:?}"
+    );
+    // Relabelling starts from the newest version.
+    let stale = ana
+        .relabel(&r, *seq, "CLEAR")
+        .await
+        .expect_err("old version");
+    assert_eq!(code(&stale), Some(ErrorCode::Conflict), "{stale:?}");
+
+    // Narrowing governs every version: after GREEN -> RED, Bob (a member when it became RED)
+    // still reads it, but no version leaves by any path.
+    let red = ana
+        .relabel(&r, relabelled.seq, "RED")
+        .await
+        .expect("narrow");
+    let elsewhere = room("elsewhere");
+    bob.create_room(elsewhere.clone(), String::new())
+        .await
+        .expect("room");
+    let err = bob
+        .forward(&r, relabelled.seq, &elsewhere)
+        .await
+        .expect_err("superseded and now RED");
+    assert!(
+        matches!(code(&err), Some(ErrorCode::Conflict | ErrorCode::Forbidden)),
+        "{err:?}"
+    );
+    let err = bob.forward(&r, red.seq, &elsewhere).await.expect_err("RED");
+    assert_eq!(code(&err), Some(ErrorCode::Forbidden), "{err:?}");
+    let bundle = ana.export_stix(&r).await.expect("export");
+    assert!(!bundle.to_string().contains("strict.example"), "{bundle}");
+    let seen = bob.indicators(&r).await.expect("list");
+    assert!(seen.iter().all(|r| r.indicator.tlp == Tlp::Red), "{seen:?}");
+    // A member who joins now sees no version at all.
+    let late = d.client("late").await;
+    late.join(&r).await.expect("join");
+    assert!(late.indicators(&r).await.expect("list").is_empty());
+    assert!(
+        late.search_indicators("strict.example", None)
+            .await
+            .expect("search")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -394,12 +440,13 @@ async fn the_same_value_is_correlated_across_readable_rooms_and_sightings_count(
     match &outcomes[0] {
         ShareOutcome::Accepted { seen_in, seq, .. } => {
             assert!(seen_in.is_empty(), "{seen_in:?}");
-            assert_eq!(
-                bob.sight(&room("two"), *seq, &Default::default())
+            for _ in 0..2 {
+                let count = bob
+                    .sight(&room("two"), *seq, &Default::default())
                     .await
-                    .expect("sight"),
-                1
-            );
+                    .expect("sight");
+                assert_eq!(count, 1, "one sighting per member");
+            }
         }
         other => panic!("{other:?}"),
     }

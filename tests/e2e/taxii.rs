@@ -197,6 +197,10 @@ async fn the_reference_client_writes_and_the_validator_accepts_our_bundles() {
         .expect("search");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].indicator.source_organisation, "CERT-B");
+    assert_eq!(
+        found[0].indicator.id, "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+        "the posted object keeps its id"
+    );
 }
 
 #[tokio::test]

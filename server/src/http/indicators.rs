@@ -114,7 +114,16 @@ pub async fn sight(
 ) -> Result<Json<Sightings>, ApiError> {
     let Path((raw, seq)) = path?;
     let Json(sighting) = body?;
-    let sightings = indicators::sight(&state, &principal, &room(&raw)?, seq, sighting)?;
+    let auth = state
+        .gate
+        .authorize::<action::ShareIndicator>(&principal, room(&raw)?)?;
+    let sightings = indicators::sight(&state, &auth, seq, sighting)?;
+    state.audit.record(
+        Some(principal.id()),
+        "indicator.sighting",
+        auth.resource().as_str(),
+        format!("#{seq}"),
+    );
     Ok(Json(Sightings { sightings }))
 }
 

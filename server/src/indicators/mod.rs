@@ -30,6 +30,13 @@ use crate::store::{Swap, keys, value};
 /// How many indicators one request may share.
 pub const MAX_PER_REQUEST: usize = 5000;
 
+/// How many places of one value a search or a correlation looks at: the newest rooms first
+/// would need another index; this bounds the work of one request.
+const MAX_PLACES: usize = 1000;
+
+/// Sightings counted per indicator at most (one per member).
+const MAX_SIGHTINGS: usize = 100_000;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSighting {
     member: MemberId,
@@ -81,11 +88,19 @@ fn store_indicator(
     indicator: Indicator,
 ) -> Result<u64, ApiError> {
     let mac = index_mac(state, indicator.kind, &indicator.value)?;
+    let room = auth.resource();
+    let (id, tlp) = (indicator.id.clone(), indicator.tlp);
     let appended = state.rooms.append_indicator(auth, indicator)?;
-    state.registry.store().put(
-        &keys::indicator_index(&mac, auth.resource(), appended.seq),
-        &[],
-    )?;
+    let latest = crate::gate::LatestVersion {
+        seq: appended.seq,
+        tlp,
+        at: OffsetDateTime::now_utc(),
+    };
+    let mut batch = crate::store::Batch::default();
+    batch
+        .put(keys::indicator_index(&mac, room, appended.seq), Vec::new())
+        .put(keys::indicator_latest(room, &id), value::encode(&latest)?);
+    state.registry.store().apply(batch)?;
     Ok(appended.seq)
 }
 
@@ -127,7 +142,9 @@ pub async fn share(
             tlp: checked.tlp,
             kind: checked.kind,
             value: checked.value,
-            id: format!("indicator--{}", uuid::Uuid::new_v4()),
+            id: checked
+                .stix_id
+                .unwrap_or_else(|| format!("indicator--{}", uuid::Uuid::new_v4())),
             confidence: checked.confidence,
             valid_from: checked.valid_from.unwrap_or(now),
             valid_until: checked.valid_until,
@@ -163,10 +180,9 @@ fn readable(
     room: &RoomName,
     seq: u64,
 ) -> Result<Option<Event>, ApiError> {
-    if state
+    if !state
         .gate
-        .authorize_frame::<action::Deliver>(principal, room.clone(), "indicator")
-        .is_err()
+        .permits::<action::ReadHistory>(principal, room.clone())
     {
         return Ok(None);
     }
@@ -192,7 +208,7 @@ fn places(
     let mac = index_mac(state, kind, value)?;
     let prefix = keys::indicator_index_prefix(&mac);
     let mut found = Vec::new();
-    for (key, _) in state.registry.store().scan_prefix(&prefix, usize::MAX)? {
+    for (key, _) in state.registry.store().scan_prefix(&prefix, MAX_PLACES)? {
         let rest = &key[prefix.len()..];
         let Some(split) = rest.len().checked_sub(9) else {
             continue;
@@ -229,20 +245,25 @@ fn correlate(
     Ok(rooms)
 }
 
-fn sightings(state: &AppState, room: &RoomName, seq: u64) -> Result<u64, ApiError> {
+fn sightings(state: &AppState, indicator: &str) -> Result<u64, ApiError> {
     Ok(state
         .registry
         .store()
-        .scan_prefix(&keys::sightings_prefix(room, seq), usize::MAX)?
+        .scan_prefix(&keys::sightings_prefix(indicator), MAX_SIGHTINGS)?
         .len() as u64)
 }
 
+/// A readable event as a record, with the label that governs it now.
 fn record(state: &AppState, event: Event) -> Result<Option<IndicatorRecord>, ApiError> {
-    let Body::Indicator(indicator) = event.body else {
+    let effective = state.gate.effective_label(&event)?;
+    let Body::Indicator(mut indicator) = event.body else {
         return Ok(None);
     };
+    if let Some((tlp, _)) = effective {
+        indicator.tlp = tlp;
+    }
     Ok(Some(IndicatorRecord {
-        sightings: sightings(state, &event.room, event.seq)?,
+        sightings: sightings(state, &indicator.id)?,
         room: event.room,
         seq: event.seq,
         indicator: *indicator,
@@ -328,24 +349,39 @@ fn readable_indicator(
             format!("{room} has no indicator {seq} you may read"),
         )
     };
-    match readable(state, principal, room, seq)? {
-        Some(Event {
-            body: Body::Indicator(indicator),
-            ..
-        }) => Ok(*indicator),
-        _ => Err(not_found()),
+    let event = readable(state, principal, room, seq)?.ok_or_else(not_found)?;
+    let (tlp, _) = state.gate.effective_label(&event)?.ok_or_else(not_found)?;
+    let Body::Indicator(mut indicator) = event.body else {
+        return Err(not_found());
+    };
+    indicator.tlp = tlp;
+    Ok(*indicator)
+}
+
+/// Refuses to act on a superseded version: relabels and forwards start from the newest.
+fn newest(state: &AppState, room: &RoomName, seq: u64, id: &str) -> Result<(), ApiError> {
+    match state.gate.latest_version(room, id)? {
+        Some(latest) if latest.seq != seq => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "{room}#{seq} is an older version of this indicator; use the newest, #{}",
+                latest.seq
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
-/// Records that `principal` saw the indicator; returns how many sightings it has.
+/// Records that the member saw the indicator (one sighting per member and indicator, the
+/// latest report kept); returns how many members have reported it.
 pub fn sight(
     state: &AppState,
-    principal: &Principal,
-    room: &RoomName,
+    auth: &Authorized<action::ShareIndicator>,
     seq: u64,
     sighting: Sighting,
 ) -> Result<u64, ApiError> {
-    readable_indicator(state, principal, room, seq)?;
+    let (principal, room) = (auth.principal(), auth.resource());
+    let indicator = readable_indicator(state, principal, room, seq)?;
     if sighting.note.len() > 1024 || sighting.note.chars().any(char::is_control) {
         return Err(ApiError::invalid("note: at most 1024 printable bytes"));
     }
@@ -361,10 +397,10 @@ pub fn sight(
         note: sighting.note,
     };
     state.registry.store().put(
-        &keys::sighting(room, seq, &uuid::Uuid::new_v4().simple().to_string()),
+        &keys::sighting(&indicator.id, principal.id()),
         &value::encode(&stored)?,
     )?;
-    sightings(state, room, seq)
+    sightings(state, &indicator.id)
 }
 
 /// A new version of an indicator with another label. Only its original sharer may relabel it
@@ -377,6 +413,7 @@ pub async fn relabel(
 ) -> Result<IndicatorRecord, ApiError> {
     let room = auth.resource();
     let mut indicator = readable_indicator(state, auth.principal(), room, seq)?;
+    newest(state, room, seq, &indicator.id)?;
     let tlp = Tlp::parse(tlp).ok_or_else(|| ApiError::invalid("tlp: not a TLP 2.0 label"))?;
     if indicator.sharer != *auth.principal().id() {
         return Err(ApiError::new(
@@ -412,7 +449,11 @@ pub async fn forward(
     seq: u64,
     to: &Authorized<action::ShareIndicator>,
 ) -> Result<IndicatorRecord, ApiError> {
+    if to.resource() == from {
+        return Err(ApiError::invalid("forward to another room"));
+    }
     let mut indicator = readable_indicator(state, principal, from, seq)?;
+    newest(state, from, seq, &indicator.id)?;
     if indicator.tlp == Tlp::Red {
         return Err(ApiError::new(
             ErrorCode::Forbidden,

@@ -175,18 +175,26 @@ pub fn indicator_index_prefix(mac: &str) -> Vec<u8> {
     join(&[b"ioc-index/entry/", mac.as_bytes(), b"/"])
 }
 
-/// A sighting of the indicator at `seq` in `room`.
-pub fn sighting(room: &RoomName, seq: u64, id: &str) -> Vec<u8> {
-    join(&[sightings_prefix(room, seq).as_slice(), id.as_bytes()])
+/// One member's sighting of an indicator (by STIX id, so every copy and version counts once).
+pub fn sighting(indicator: &str, member: &MemberId) -> Vec<u8> {
+    join(&[
+        sightings_prefix(indicator).as_slice(),
+        member.as_str().as_bytes(),
+    ])
 }
 
-pub fn sightings_prefix(room: &RoomName, seq: u64) -> Vec<u8> {
+pub fn sightings_prefix(indicator: &str) -> Vec<u8> {
+    join(&[b"sighting/", indicator.as_bytes(), b"/"])
+}
+
+/// The newest version of an indicator in a room: its sequence and label, which govern every
+/// older version there (a label narrowed by its sharer narrows them all).
+pub fn indicator_latest(room: &RoomName, indicator: &str) -> Vec<u8> {
     join(&[
-        b"sighting/",
+        b"ioc-latest/",
         room.as_str().as_bytes(),
         b"/",
-        &seq.to_be_bytes(),
-        b"/",
+        indicator.as_bytes(),
     ])
 }
 
@@ -208,7 +216,7 @@ const ROOM_SCOPED_PREFIXES: &[&[u8]] = &[
     b"room-key/",
     b"room-key-state/",
     b"file/",
-    b"sighting/",
+    b"ioc-latest/",
 ];
 
 /// The room a key belongs to, for choosing its data key; `None` for deployment-wide keys.

@@ -36,10 +36,37 @@ const MAX_CONTENT_LENGTH: usize = 8 * 1024 * 1024;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-/// Status resources of writes, kept while the server runs (writes complete at once).
+/// Status resources of writes, kept while the server runs (writes complete at once); the
+/// newest ones only, so that writes cannot grow memory without bound.
 #[derive(Debug, Default)]
 pub struct Statuses {
-    by_id: Mutex<BTreeMap<String, (MemberId, Value)>>,
+    by_id: Mutex<KeptStatuses>,
+}
+
+type KeptStatuses = (
+    BTreeMap<String, (MemberId, Value)>,
+    std::collections::VecDeque<String>,
+);
+
+const KEPT_STATUSES: usize = 1000;
+
+impl Statuses {
+    fn keep(&self, id: String, owner: MemberId, status: Value) {
+        if let Ok(mut guard) = self.by_id.lock() {
+            let (by_id, order) = &mut *guard;
+            by_id.insert(id.clone(), (owner, status));
+            order.push_back(id);
+            while order.len() > KEPT_STATUSES {
+                if let Some(old) = order.pop_front() {
+                    by_id.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<(MemberId, Value)> {
+        self.by_id.lock().ok()?.0.get(id).cloned()
+    }
 }
 
 pub fn router() -> Router<AppState> {
@@ -322,8 +349,14 @@ fn entries(
         let Some(event) = state.rooms.event(room, record.seq)? else {
             continue;
         };
+        // Milliseconds, as every timestamp TAXII shows: `added_after` with a shown value must
+        // not return the object it came from.
+        let date_added = event
+            .sent_at
+            .replace_nanosecond(u32::from(event.sent_at.millisecond()) * 1_000_000)
+            .unwrap_or(event.sent_at);
         out.push(Entry {
-            date_added: event.sent_at,
+            date_added,
             object: escape_proto::stix::object(&record.indicator, &indicators::stix::sha256),
             seq: record.seq,
         });
@@ -389,7 +422,8 @@ fn filters(query: Option<&str>) -> Result<Filters, TaxiiError> {
             "match[type]" => f.types = list(),
             "match[version]" => f.versions = list(),
             "match[spec_version]" => f.spec_versions = list(),
-            other => return Err(bad(format!("unknown filter {other}"))),
+            // Parameters this server does not know are ignored, as TAXII asks.
+            _ => {}
         }
     }
     Ok(f)
@@ -459,10 +493,20 @@ fn select<'a>(entries: &'a [Entry], f: &Filters, default_version: &str) -> Vec<&
                 "all" => true,
                 "last" => latest.get(e.id()) == Some(&e.version()),
                 "first" => first.get(e.id()) == Some(&e.version()),
-                exact => exact == e.version(),
+                exact => same_time(exact, e.version()),
             })
         })
         .collect()
+}
+
+/// Whether two RFC 3339 timestamps name the same instant (precision and offsets may differ).
+fn same_time(a: &str, b: &str) -> bool {
+    let parse =
+        |t: &str| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok();
+    match (parse(a), parse(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// A page of `selected` after `f.next`, and the `next` token if more remain.
@@ -628,7 +672,7 @@ async fn add_objects(
         .unwrap_or_default()
         .to_ascii_lowercase()
         .replace(' ', "");
-    if !content_type.starts_with("application/taxii+json") {
+    if content_type != "application/taxii+json" && content_type != TAXII_MEDIA_TYPE {
         return Err(TaxiiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported media type",
@@ -656,17 +700,29 @@ async fn add_objects(
         .gate
         .authorize::<action::ShareIndicator>(&principal, room.clone())?;
     let report = crate::http::indicators::import_objects(&state, &auth, &envelope, None).await?;
+    // The ids of the objects that could become indicators, in the order the report counts them.
+    let ids: Vec<String> = escape_proto::stix::objects_of(&envelope)
+        .map(|objects| {
+            objects
+                .iter()
+                .filter(|o| matches!(o["type"].as_str(), Some("indicator" | "vulnerability")))
+                .map(|o| o["id"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     let mut successes = Vec::new();
     let mut failures = Vec::new();
     for outcome in &report.outcomes {
         match outcome {
-            ShareOutcome::Accepted { indicator, .. } => successes.push(json!({
-                "id": indicator.id,
-                "version": escape_proto::stix::timestamp(indicator.modified),
-            })),
-            ShareOutcome::Rejected { value, error, .. } => failures.push(json!({
-                "id": value,
-                "version": "",
+            ShareOutcome::Accepted { indicator, .. } => {
+                let served = escape_proto::stix::object(indicator, &indicators::stix::sha256);
+                successes.push(json!({
+                    "id": served["id"],
+                    "version": served["modified"],
+                }));
+            }
+            ShareOutcome::Rejected { index, error, .. } => failures.push(json!({
+                "id": ids.get(*index).cloned().unwrap_or_default(),
                 "message": error.to_string(),
             })),
         }
@@ -683,9 +739,9 @@ async fn add_objects(
         "successes": successes,
         "failures": failures,
     });
-    if let Ok(mut statuses) = state.taxii_statuses.by_id.lock() {
-        statuses.insert(status_id, (principal.id().clone(), status.clone()));
-    }
+    state
+        .taxii_statuses
+        .keep(status_id, principal.id().clone(), status.clone());
     state.audit.record(
         Some(principal.id()),
         "taxii.add_objects",
@@ -706,12 +762,7 @@ async fn status(
 ) -> Taxii {
     accepts(&headers)?;
     check_root(&root)?;
-    let found = state
-        .taxii_statuses
-        .by_id
-        .lock()
-        .ok()
-        .and_then(|s| s.get(&id).cloned());
+    let found = state.taxii_statuses.get(&id);
     match found {
         Some((owner, status)) if owner == *principal.id() => Ok(taxii(StatusCode::OK, status)),
         _ => Err(TaxiiError::not_found(format!("no status {id}"))),

@@ -429,6 +429,15 @@ pub fn apply_update(member: &mut Member, update: &AttributeUpdate) -> Result<(),
     if let Some(v) = update.admin {
         member.admin = v;
     }
+    if let Some(clients) = &update.clients {
+        if clients.len() > 64 {
+            return Err(ApiError::invalid("clients: at most 64 organisations"));
+        }
+        attrs.clients = clients
+            .iter()
+            .map(|c| text_field("clients", c, 100, true))
+            .collect::<Result<_, _>>()?;
+    }
     Ok(())
 }
 
