@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use escape_proto::alert::{Alert, AlertReport, AlertStatus, SendAlert};
 use escape_proto::audit::{AuditEntry, AuditQuery, KeyRotation};
 use escape_proto::file::{
     AddCopies, FileInfo, KeyGeneration, NewGeneration, RoomKeys, StartUpload, UploadStatus,
@@ -532,6 +533,28 @@ impl Client {
             request = request.query(&[("tlp", tlp)]);
         }
         self.call(request).await
+    }
+
+    /// Sends an alert (or, with `dry_run`, resolves its audience only).
+    pub async fn send_alert(&self, request: &SendAlert) -> Result<AlertReport, ClientError> {
+        self.call(self.http.post(self.url("/v1/alerts")).json(request))
+            .await
+    }
+
+    /// Alerts addressed to this member that it has not acknowledged.
+    pub async fn pending_alerts(&self) -> Result<Vec<Alert>, ClientError> {
+        self.call(self.http.get(self.url("/v1/alerts"))).await
+    }
+
+    pub async fn ack_alert(&self, id: &str) -> Result<(), ClientError> {
+        self.call_empty(self.http.post(self.url(&format!("/v1/alerts/{id}/ack"))))
+            .await
+    }
+
+    /// Who acknowledged an alert and who has not (its sender and admins).
+    pub async fn alert_status(&self, id: &str) -> Result<AlertStatus, ClientError> {
+        self.call(self.http.get(self.url(&format!("/v1/alerts/{id}"))))
+            .await
     }
 
     /// Audit entries after `after`, oldest first.

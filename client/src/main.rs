@@ -87,6 +87,9 @@ enum Command {
     /// Threat indicators: share, list, search, sight, relabel, forward, export (TLP first).
     #[command(subcommand)]
     Ioc(IocCommand),
+    /// Early-warning alerts: send to an audience by attributes, list, acknowledge, status.
+    #[command(subcommand)]
+    Alert(AlertCommand),
     /// Follow a room live; reconnects and resumes without gaps.
     Tail {
         room: RoomName,
@@ -186,6 +189,58 @@ enum RoomCommand {
         #[arg(long)]
         history_for_joiners: Option<bool>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertCommand {
+    /// Warn everyone the audience expression selects, e.g. --to 'sector=energy,country=KE|UG|TZ'
+    /// or a Cedar condition: --to 'principal.role == "CERT lead"'.
+    Send {
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        tlp: String,
+        /// low, medium, high or critical.
+        #[arg(long, value_parser = parse_severity)]
+        severity: escape_proto::alert::Severity,
+        /// Show who would receive it; send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
+    /// Alerts addressed to you that you have not acknowledged.
+    List,
+    /// Acknowledge an alert.
+    Ack { id: String },
+    /// Who acknowledged an alert you sent, and who has not.
+    Status { id: String },
+}
+
+fn command_of(command: AlertCommand) -> cli::alerts::Command {
+    match command {
+        AlertCommand::Send {
+            to,
+            tlp,
+            severity,
+            dry_run,
+            text,
+        } => cli::alerts::Command::Send {
+            to,
+            tlp,
+            severity,
+            dry_run,
+            text: text.join(" "),
+        },
+        AlertCommand::List => cli::alerts::Command::List,
+        AlertCommand::Ack { id } => cli::alerts::Command::Ack(id),
+        AlertCommand::Status { id } => cli::alerts::Command::Status(id),
+    }
+}
+
+fn parse_severity(text: &str) -> Result<escape_proto::alert::Severity, String> {
+    escape_proto::alert::Severity::parse(text)
+        .ok_or_else(|| "one of low, medium, high, critical".to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -606,6 +661,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         }
         Command::Files { room } => cli::files::list(&client, json, &room).await?,
         Command::Ioc(command) => ioc(&client, json, command).await?,
+        Command::Alert(command) => cli::alerts::run(&client, json, command_of(command)).await?,
         Command::Download {
             room,
             file_id,
@@ -1101,6 +1157,15 @@ async fn tail(
             } else {
                 ControlFlow::Continue(())
             }
+        }
+        TailEvent::Alert(alert) => {
+            if json {
+                print(json, &alert, String::new);
+            } else {
+                // On stderr, so a piped stream of messages stays messages.
+                eprintln!("{}", cli::alerts::line(&alert));
+            }
+            ControlFlow::Continue(())
         }
         TailEvent::Disconnected { reason, retry_in } => {
             eprintln!(

@@ -23,6 +23,8 @@ pub enum TailEvent {
         head: u64,
     },
     Event(Event),
+    /// An early-warning alert addressed to this member.
+    Alert(escape_proto::alert::Alert),
     /// The connection was lost; the tail reconnects after `retry_in` and resumes.
     Disconnected {
         reason: String,
@@ -131,6 +133,13 @@ impl Tail {
                     }
                     self.last = Some(event.seq);
                     if on(TailEvent::Event(event)).is_break() {
+                        channel.close().await;
+                        return Ok(ControlFlow::Break(()));
+                    }
+                }
+                ServerFrame::Alert { alert } => {
+                    let flow = on(TailEvent::Alert(alert));
+                    if flow.is_break() {
                         channel.close().await;
                         return Ok(ControlFlow::Break(()));
                     }

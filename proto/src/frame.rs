@@ -212,6 +212,12 @@ pub enum ServerFrame {
         duplicate: bool,
     },
     Pong,
+    /// An early-warning alert addressed to this member (live, or on connect if it was sent
+    /// while the member was away, until acknowledged).
+    /// (Wrapped: an alert's own `id` must not be taken for the envelope's request id.)
+    Alert {
+        alert: crate::alert::Alert,
+    },
     /// What became of each indicator of a `share_indicator` (accepted ones are durable).
     IndicatorsShared {
         room: RoomName,

@@ -14,6 +14,7 @@
 //! server knows); unknown frame types and protocol versions are rejected with a coded error.
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod audit;
 pub mod error;
 pub mod file;

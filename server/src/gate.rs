@@ -56,6 +56,8 @@ pub enum ActionKind {
     DownloadFile,
     /// Sharing, relabelling or forwarding threat indicators into a room.
     ShareIndicator,
+    /// Sending an early-warning alert (its audience is resolved separately).
+    SendAlert,
 }
 
 mod sealed {
@@ -153,6 +155,7 @@ actions! {
     UploadFile => escape_proto::RoomName,
     DownloadFile => escape_proto::RoomName,
     ShareIndicator => escape_proto::RoomName,
+    SendAlert => super::Deployment,
     SeeMember => escape_proto::MemberId,
 }
 

@@ -8,6 +8,7 @@
 //! Delivery goes back through [`gate`] once per recipient and event (`ws::subscription`).
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod audit;
 pub mod config;
 pub mod deployment;

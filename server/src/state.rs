@@ -29,6 +29,8 @@ pub struct AppState {
     pub members: Members,
     pub oidc: Arc<RelyingParty>,
     pub audit: Arc<AuditLog>,
+    /// Early-warning alerts and the hub live sessions listen to.
+    pub alerts: Arc<crate::alerts::Alerts>,
     /// TAXII 2.1 write statuses.
     pub taxii_statuses: Arc<crate::taxii::Statuses>,
     /// Room keys and end-to-end encrypted files.

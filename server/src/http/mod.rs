@@ -33,6 +33,8 @@
 //! | `POST /v1/rooms/{room}/indicators/{seq}/{sightings,relabel,forward}` | report a sighting; relabel (the sharer); forward |
 //! | `GET /v1/indicators/search?value=&type=` | every readable place a value was shared |
 //! | `GET`/`POST /v1/rooms/{room}/stix[?tlp=]` | export a STIX 2.1 bundle (never TLP:RED); import one |
+//! | `POST /v1/alerts` | send an early-warning alert to an audience by attributes (or `dry_run`) |
+//! | `GET /v1/alerts`, `POST /v1/alerts/{id}/ack`, `GET /v1/alerts/{id}` | my pending alerts; acknowledge; who acknowledged (sender, admins) |
 //! | `POST /v1/admin/keys/rotate` | replace the master key that seals the store, while serving (admins) |
 //!
 //! TAXII 2.1 lives under `/taxii2/` on the same listener ([`crate::taxii`]).
@@ -43,6 +45,7 @@
 //! and asks the gate before acting.
 
 mod admin;
+mod alerts;
 mod audit;
 pub mod enroll;
 mod files;
@@ -154,6 +157,9 @@ pub fn router(state: AppState) -> Router {
             post(indicators::forward),
         )
         .route("/v1/indicators/search", get(indicators::search))
+        .route("/v1/alerts", get(alerts::pending).post(alerts::send))
+        .route("/v1/alerts/{id}", get(alerts::status))
+        .route("/v1/alerts/{id}/ack", post(alerts::ack))
         .route(
             "/v1/rooms/{room}/stix",
             get(indicators::export)

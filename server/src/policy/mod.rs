@@ -143,6 +143,7 @@ pub fn action_name(kind: ActionKind) -> Option<&'static str> {
         ActionKind::UploadFile => "upload",
         ActionKind::DownloadFile => "download",
         ActionKind::ShareIndicator => "share_indicator",
+        ActionKind::SendAlert => "send_alert",
         ActionKind::ReadSelf
         | ActionKind::LeaveRoom
         | ActionKind::ManageRoom

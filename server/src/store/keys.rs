@@ -198,6 +198,29 @@ pub fn indicator_latest(room: &RoomName, indicator: &str) -> Vec<u8> {
     ])
 }
 
+/// An alert: its text, label, audience condition and recipients.
+pub fn alert(id: &str) -> Vec<u8> {
+    join(&[b"alert/", id.as_bytes()])
+}
+
+/// An alert `member` has not acknowledged yet.
+pub fn alert_inbox(member: &MemberId, id: &str) -> Vec<u8> {
+    join(&[alert_inbox_prefix(member).as_slice(), id.as_bytes()])
+}
+
+pub fn alert_inbox_prefix(member: &MemberId) -> Vec<u8> {
+    join(&[b"alert-inbox/", member.as_str().as_bytes(), b"/"])
+}
+
+/// When `member` acknowledged alert `id`.
+pub fn alert_ack(id: &str, member: &MemberId) -> Vec<u8> {
+    join(&[alert_acks_prefix(id).as_slice(), member.as_str().as_bytes()])
+}
+
+pub fn alert_acks_prefix(id: &str) -> Vec<u8> {
+    join(&[b"alert-ack/", id.as_bytes(), b"/"])
+}
+
 /// A scope's data key, wrapped with age to the master identity (the only values stored unsealed).
 pub fn data_key(scope: &[u8]) -> Vec<u8> {
     join(&[DATA_KEY_PREFIX, scope])

@@ -114,6 +114,12 @@ pub async fn run(
             Box::new(move |code, message| outbox.close(code, message)),
         )
     };
+    // Alerts: those waiting since the last session, then each one as it is sent.
+    state.tracker.spawn(deliver_alerts(
+        state.clone(),
+        member.clone(),
+        outbox.clone(),
+    ));
     let mut subscriptions: Subscriptions = HashMap::new();
     let mut acks = JoinSet::new();
     // Sends waiting for durability hold a permit: a client that writes without reading its
@@ -329,6 +335,62 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+/// Sends this member's unacknowledged alerts, then every new one addressed to it, until the
+/// session ends. Each alert goes out once per session.
+async fn deliver_alerts(state: AppState, member: MemberId, outbox: Outbox) {
+    // Listen first, then read what is pending, so nothing sent in between is missed.
+    let mut live = state.alerts.subscribe();
+    let mut sent = std::collections::HashSet::new();
+    let mut backlog = true;
+    loop {
+        if backlog {
+            backlog = false;
+            let pending = match state.alerts.pending(&member) {
+                Ok(pending) => pending,
+                Err(e) => {
+                    tracing::error!(%member, error = %e.message, "reading pending alerts");
+                    Vec::new()
+                }
+            };
+            for alert in pending {
+                if sent.insert(alert.id.clone())
+                    && !outbox
+                        .send(ServerMessage::new(None, ServerFrame::Alert { alert }))
+                        .await
+                {
+                    return;
+                }
+            }
+        }
+        let delivery = tokio::select! {
+            () = outbox.closed().cancelled() => return,
+            delivery = live.recv() => delivery,
+        };
+        match delivery {
+            Ok(delivery) => {
+                // Current status, read now: a member suspended since gets nothing more.
+                if delivery.recipients.contains(&member)
+                    && Principal::resolve_id(&state.registry, &member).is_ok()
+                    && sent.insert(delivery.alert.id.clone())
+                    && !outbox
+                        .send(ServerMessage::new(
+                            None,
+                            ServerFrame::Alert {
+                                alert: delivery.alert.clone(),
+                            },
+                        ))
+                        .await
+                {
+                    return;
+                }
+            }
+            // Fell behind the hub: what was missed is in the pending inbox.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => backlog = true,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 async fn write_loop(
