@@ -82,7 +82,7 @@ async fn a_coordinator_warns_an_audience_by_attributes_and_sees_who_acknowledged
 
     // Kip and Fay are online; Kim and Uma are not.
     let mut kip_live = d.channel("kip").await;
-    let mut fay_live = d.channel("fay").await;
+    let fay_live = d.channel("fay").await;
     let sent = ada
         .send_alert(&alert(east_africa_energy, "GREEN", false))
         .await
