@@ -55,6 +55,7 @@ impl ClientError {
                 | ErrorCode::TooLarge
                 | ErrorCode::MalformedJson
                 | ErrorCode::Precondition => 8,
+                ErrorCode::RateLimited => 10,
                 _ => 1,
             },
             Self::Protocol(_) => 1,

@@ -45,6 +45,10 @@ pub enum ErrorCode {
     SlowConsumer,
     /// The server is shutting down; reconnect later and resume.
     ShuttingDown,
+    /// Too many requests of this kind, or too many connections; the message says when to retry.
+    RateLimited,
+    /// The session sent nothing (not even a ping) for too long and was closed.
+    IdleTimeout,
     /// Something failed inside the server; the details are in its log, not in this answer.
     Internal,
 }
@@ -72,6 +76,8 @@ impl ErrorCode {
             Self::AccessRevoked => "access_revoked",
             Self::SlowConsumer => "slow_consumer",
             Self::ShuttingDown => "shutting_down",
+            Self::RateLimited => "rate_limited",
+            Self::IdleTimeout => "idle_timeout",
             Self::Internal => "internal",
         }
     }

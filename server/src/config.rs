@@ -195,6 +195,17 @@ pub struct Limits {
     pub member_quota_bytes: u64,
     /// Bytes of files one room may hold.
     pub room_quota_bytes: u64,
+    /// Messages (and indicator shares) one member may send per second, over all connections,
+    /// with bursts of up to `send_burst`.
+    pub sends_per_second: u32,
+    pub send_burst: u32,
+    /// Room joins, and alerts, one member may make per minute.
+    pub joins_per_minute: u32,
+    pub alerts_per_minute: u32,
+    /// WebSocket sessions one member may hold open at once.
+    pub connections_per_member: usize,
+    /// A WebSocket session that sends nothing (not even a ping) for this long is closed.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -213,6 +224,12 @@ impl Default for Limits {
             file_chunk_bytes: 4 * 1024 * 1024,
             member_quota_bytes: 20 * 1024 * 1024 * 1024,
             room_quota_bytes: 100 * 1024 * 1024 * 1024,
+            sends_per_second: 20,
+            send_burst: 60,
+            joins_per_minute: 30,
+            alerts_per_minute: 10,
+            connections_per_member: 16,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -223,6 +240,9 @@ impl Limits {
     }
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
     pub fn durable_timeout(&self) -> Duration {
         Duration::from_millis(self.durable_timeout_ms)

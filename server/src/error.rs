@@ -17,6 +17,8 @@ use crate::store::StoreError;
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// For `rate_limited`: when to try again (sent as Retry-After over HTTP).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -24,7 +26,13 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -72,13 +80,24 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::InviteInvalid | ErrorCode::AccessRevoked => StatusCode::FORBIDDEN,
         ErrorCode::Precondition => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::SlowConsumer | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (status_of(self.code), Json(self.body())).into_response()
+        let mut response = (status_of(self.code), Json(self.body())).into_response();
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up, as the header wants.
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 

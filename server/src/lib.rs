@@ -14,6 +14,7 @@ pub mod config;
 pub mod deployment;
 pub mod error;
 pub mod files;
+pub mod flood;
 pub mod gate;
 pub mod http;
 pub mod identity;

@@ -153,6 +153,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         audit: audit.clone(),
         sealing,
         taxii_statuses: Arc::default(),
+        flood: Arc::new(crate::flood::Flood::new(config.limits.clone())),
         alerts: Arc::new(crate::alerts::Alerts::new(store.clone(), registry.clone())),
         files: Arc::new(crate::files::Files::new(
             store.clone(),

@@ -14,6 +14,35 @@ pub type Closer = Box<dyn Fn(ErrorCode, String) + Send + Sync>;
 pub struct Sessions {
     open: Mutex<HashMap<MemberId, HashMap<u64, Closer>>>,
     next: AtomicU64,
+    /// WebSocket sessions per member (the connections above include plain HTTP ones).
+    websockets: Mutex<HashMap<MemberId, usize>>,
+}
+
+/// Counts one WebSocket session of a member while it lives.
+pub struct WebSocketSlot {
+    sessions: Arc<Sessions>,
+    member: MemberId,
+}
+
+impl std::fmt::Debug for WebSocketSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketSlot")
+            .field("member", &self.member)
+            .finish()
+    }
+}
+
+impl Drop for WebSocketSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.sessions.websockets.lock()
+            && let Some(count) = open.get_mut(&self.member)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.member);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Sessions {
@@ -66,6 +95,20 @@ impl Sessions {
             member: member.clone(),
             id,
         }
+    }
+
+    /// Takes one of `member`'s `limit` WebSocket slots, or `None` if all are in use.
+    pub fn websocket(self: &Arc<Self>, member: &MemberId, limit: usize) -> Option<WebSocketSlot> {
+        let mut open = self.websockets.lock().ok()?;
+        let count = open.entry(member.clone()).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(WebSocketSlot {
+            sessions: self.clone(),
+            member: member.clone(),
+        })
     }
 
     /// Ends every session of `member`; returns how many there were.

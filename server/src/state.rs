@@ -29,6 +29,8 @@ pub struct AppState {
     pub members: Members,
     pub oidc: Arc<RelyingParty>,
     pub audit: Arc<AuditLog>,
+    /// Per-member rate limits.
+    pub flood: Arc<crate::flood::Flood>,
     /// Early-warning alerts and the hub live sessions listen to.
     pub alerts: Arc<crate::alerts::Alerts>,
     /// TAXII 2.1 write statuses.

@@ -207,6 +207,9 @@ async fn a_reader_that_does_not_read_is_disconnected_and_resumes_later_without_l
     let mut d = TestDeployment::new();
     d.limits.send_queue_frames = 4;
     d.limits.slow_consumer_ms = 300;
+    // This test floods on purpose; flood control is tested in flood.rs.
+    d.limits.sends_per_second = 100_000;
+    d.limits.send_burst = 100_000;
     d.start().await;
     d.client("admin")
         .await

@@ -8,6 +8,7 @@ mod bad_input;
 mod certificates;
 mod durability;
 mod files;
+mod flood;
 mod indicators;
 mod messaging;
 mod oidc;

@@ -64,6 +64,9 @@ async fn a_client_that_drops_and_resumes_receives_exactly_the_missed_messages() 
 #[tokio::test]
 async fn subscribing_while_messages_are_being_sent_leaves_no_gap_and_no_duplicate() {
     let mut d = TestDeployment::new();
+    // Sends as fast as it can on purpose; flood control is tested in flood.rs.
+    d.limits.sends_per_second = 100_000;
+    d.limits.send_burst = 100_000;
     d.add_member("alice", "CERT-A");
     d.add_member("bob", "CERT-B");
     d.start().await;

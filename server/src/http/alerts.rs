@@ -21,6 +21,11 @@ pub async fn send(
         .gate
         .authorize::<action::SendAlert>(&principal, Deployment)?;
     let dry_run = request.dry_run;
+    if !dry_run {
+        state
+            .flood
+            .check(principal.id(), crate::flood::Kind::Alert)?;
+    }
     let report = state.alerts.send(state.gate.policy(), &auth, request)?;
     if let Some(alert) = &report.alert {
         state.audit.record(

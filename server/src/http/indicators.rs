@@ -54,6 +54,9 @@ pub async fn share(
     let auth = state
         .gate
         .authorize::<action::ShareIndicator>(&principal, room(&raw)?)?;
+    state
+        .flood
+        .check(principal.id(), crate::flood::Kind::Send)?;
     let report = indicators::share(&state, &auth, request.indicators).await?;
     audit_share(&state, &principal, auth.resource(), &report);
     Ok(Json(report))

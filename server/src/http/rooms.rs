@@ -57,6 +57,9 @@ pub async fn join(
     let auth = state
         .gate
         .authorize::<action::JoinRoom>(&principal, room_name(path)?)?;
+    state
+        .flood
+        .check(principal.id(), crate::flood::Kind::Join)?;
     let summary = state.rooms.join(&auth)?;
     state
         .audit

@@ -121,6 +121,9 @@ pub async fn run(
         outbox.clone(),
     ));
     let mut subscriptions: Subscriptions = HashMap::new();
+    // Half-open connections cannot pile up: a session that sends nothing for this long ends.
+    let idle = tokio::time::sleep(state.limits.idle_timeout());
+    tokio::pin!(idle);
     let mut acks = JoinSet::new();
     // Sends waiting for durability hold a permit: a client that writes without reading its
     // acks is slowed down instead of piling up tasks.
@@ -130,6 +133,16 @@ pub async fn run(
     loop {
         let message = tokio::select! {
             () = outbox.closed().cancelled() => break,
+            () = &mut idle => {
+                outbox.close(
+                    ErrorCode::IdleTimeout,
+                    format!(
+                        "nothing received for {} s; the session is closed (clients ping when quiet)",
+                        state.limits.idle_timeout().as_secs()
+                    ),
+                );
+                break;
+            }
             () = state.shutdown.cancelled() => {
                 // Finish what was accepted: pending acks go out before the close frame.
                 while acks.join_next().await.is_some() {}
@@ -139,6 +152,8 @@ pub async fn run(
             Some(_) = acks.join_next(), if !acks.is_empty() => continue,
             message = stream.next() => message,
         };
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + state.limits.idle_timeout());
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
@@ -290,6 +305,9 @@ async fn handle(
                 state
                     .gate
                     .authorize_frame::<action::Send>(&principal, room.clone(), "send")?;
+            state
+                .flood
+                .check(principal.id(), crate::flood::Kind::Send)?;
             let permit = in_flight
                 .clone()
                 .acquire_owned()
@@ -322,6 +340,9 @@ async fn handle(
                 room.clone(),
                 "share_indicator",
             )?;
+            state
+                .flood
+                .check(principal.id(), crate::flood::Kind::Send)?;
             let report = crate::indicators::share(state, &auth, indicators).await?;
             outbox
                 .send(ServerMessage::new(

@@ -25,6 +25,19 @@ pub async fn upgrade(
     let member = principal.id().clone();
     let expiry = principal.cert_not_after();
     let limits = &state.limits;
+    // Taken here, held by the session: a member cannot open more than its share.
+    let Some(slot) = state
+        .sessions
+        .websocket(&member, limits.connections_per_member)
+    else {
+        return Err(crate::flood::rate_limited(
+            &format!(
+                "you have {} sessions open, the most this server allows; close one",
+                limits.connections_per_member
+            ),
+            std::time::Duration::from_secs(5),
+        ));
+    };
     let ws = ws
         .max_message_size(limits.hard_max_frame_bytes)
         .max_frame_size(limits.hard_max_frame_bytes)
@@ -36,6 +49,7 @@ pub async fn upgrade(
     let tracked = state.tracker.token();
     Ok(ws.on_upgrade(move |socket| async move {
         connection::run(socket, state, member, expiry).await;
+        drop(slot);
         drop(tracked);
     }))
 }

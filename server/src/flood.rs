@@ -1,0 +1,135 @@
+//! Flood control: per-member token buckets for sends, joins and alerts, so that one member (or
+//! one stolen certificate) cannot drown a room or the server. A refusal says when to retry.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use escape_proto::{ErrorCode, MemberId};
+
+use crate::config::Limits;
+use crate::error::ApiError;
+
+/// What is being limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Send,
+    Join,
+    Alert,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets per member and kind: `rate` tokens a second up to `burst`.
+#[derive(Debug)]
+pub struct Flood {
+    buckets: Mutex<HashMap<(MemberId, Kind), Bucket>>,
+    limits: Limits,
+}
+
+impl Flood {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+            limits,
+        }
+    }
+
+    fn shape(&self, kind: Kind) -> (f64, f64) {
+        let l = &self.limits;
+        match kind {
+            Kind::Send => (
+                f64::from(l.sends_per_second),
+                f64::from(l.send_burst.max(1)),
+            ),
+            Kind::Join => (
+                f64::from(l.joins_per_minute) / 60.0,
+                f64::from(l.joins_per_minute.max(1)),
+            ),
+            Kind::Alert => (
+                f64::from(l.alerts_per_minute) / 60.0,
+                f64::from(l.alerts_per_minute.max(1)),
+            ),
+        }
+    }
+
+    /// Takes one token for `member`, or says how long to wait.
+    pub fn check(&self, member: &MemberId, kind: Kind) -> Result<(), ApiError> {
+        let (rate, burst) = self.shape(kind);
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .map_err(|_| ApiError::internal(&"rate limiter lock poisoned"))?;
+        // Bounded memory: forget full buckets now and then.
+        if buckets.len() > 100_000 {
+            buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(600));
+        }
+        let bucket = buckets.entry((member.clone(), kind)).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = if rate > 0.0 {
+            Duration::from_secs_f64((1.0 - bucket.tokens) / rate)
+        } else {
+            Duration::from_secs(3600)
+        };
+        Err(rate_limited(
+            match kind {
+                Kind::Send => "you are sending faster than this server allows",
+                Kind::Join => "you are joining rooms faster than this server allows",
+                Kind::Alert => "you are sending alerts faster than this server allows",
+            },
+            wait,
+        ))
+    }
+}
+
+/// A `rate_limited` error that says when to retry (the HTTP answer also carries Retry-After).
+pub fn rate_limited(what: &str, wait: Duration) -> ApiError {
+    let millis = wait.as_millis().max(1);
+    ApiError::new(
+        ErrorCode::RateLimited,
+        format!("{what}; retry in {millis} ms"),
+    )
+    .with_retry_after(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_passes_then_the_rate_applies() {
+        let limits = Limits {
+            sends_per_second: 10,
+            send_burst: 3,
+            ..Limits::default()
+        };
+        let flood = Flood::new(limits);
+        let m = MemberId::parse("m1").expect("id");
+        for _ in 0..3 {
+            flood.check(&m, Kind::Send).expect("burst");
+        }
+        let err = flood.check(&m, Kind::Send).expect_err("limited");
+        assert_eq!(err.code, ErrorCode::RateLimited);
+        assert!(err.message.contains("retry in"), "{}", err.message);
+        // Another member has its own bucket.
+        flood
+            .check(&MemberId::parse("m2").expect("id"), Kind::Send)
+            .expect("own bucket");
+        std::thread::sleep(Duration::from_millis(120));
+        flood.check(&m, Kind::Send).expect("refilled");
+    }
+}

@@ -1,0 +1,88 @@
+//! Flood control: per-member limits on sends, joins and alerts with a clear error and when to
+//! retry, a cap on sessions per member, and an idle timeout for quiet sessions.
+
+use std::time::Duration;
+
+use escape_client::{Channel, ClientError};
+use escape_e2e::{TestDeployment, next_frame};
+use escape_proto::{Body, ErrorCode, RoomName, ServerFrame};
+
+fn code(err: &ClientError) -> Option<ErrorCode> {
+    match err {
+        ClientError::Server { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn sends_and_joins_beyond_the_limits_are_refused_with_when_to_retry() {
+    let mut d = TestDeployment::new();
+    d.add_member("ana", "CERT-A");
+    d.limits.sends_per_second = 1;
+    d.limits.send_burst = 3;
+    d.limits.joins_per_minute = 2;
+    d.start().await;
+    let admin = d.client("admin").await;
+    for name in ["r1", "r2", "r3"] {
+        admin
+            .create_room(RoomName::parse(name).expect("room"), String::new())
+            .await
+            .expect("room");
+    }
+    let r1 = RoomName::parse("r1").expect("room");
+    let ana = d.client("ana").await;
+    ana.join(&r1).await.expect("first join");
+    ana.join(&RoomName::parse("r2").expect("room"))
+        .await
+        .expect("second join");
+    let err = ana
+        .join(&RoomName::parse("r3").expect("room"))
+        .await
+        .expect_err("third join in a minute");
+    assert_eq!(code(&err), Some(ErrorCode::RateLimited), "{err:?}");
+    assert!(err.to_string().contains("retry in"), "{err}");
+
+    let mut channel = d.channel("ana").await;
+    for i in 0..3 {
+        channel
+            .send(&r1, &format!("m{i}"), Body::text("burst"))
+            .await
+            .expect("within the burst");
+    }
+    let err = channel
+        .send(&r1, "m3", Body::text("one too many"))
+        .await
+        .expect_err("limited");
+    assert_eq!(code(&err), Some(ErrorCode::RateLimited), "{err:?}");
+    // Nothing was stored for the refused send; after a pause the same id goes through.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ack = channel
+        .send(&r1, "m3", Body::text("one too many"))
+        .await
+        .expect("after the pause");
+    assert_eq!(ack.seq, 4);
+    assert!(!ack.duplicate);
+}
+
+#[tokio::test]
+async fn sessions_per_member_are_capped_and_quiet_sessions_time_out() {
+    let mut d = TestDeployment::new();
+    d.limits.connections_per_member = 2;
+    d.limits.idle_timeout_ms = 400;
+    d.start().await;
+    let client = d.client("admin").await;
+    let first = Channel::connect(&client).await.expect("first");
+    let _second = Channel::connect(&client).await.expect("second");
+    let third = Channel::connect(&client).await;
+    assert!(third.is_err(), "a third session is refused");
+
+    // The first session says nothing: it is closed with a reason.
+    let mut first = first;
+    match next_frame(&mut first).await.frame {
+        ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::IdleTimeout),
+        other => panic!("expected the idle timeout, got {other:?}"),
+    }
+    // With one session gone, a new one is accepted again.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Channel::connect(&client).await.expect("room for another");
+}
