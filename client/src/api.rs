@@ -12,8 +12,8 @@ use escape_proto::indicator::{
     Forward, IndicatorRecord, ObservableType, Relabel, ShareIndicators, ShareReport, Sighting,
 };
 use escape_proto::room::{
-    CreateRoom, HistoryPage, HistoryQuery, PolicyDocument, PolicyImpact, PolicyTemplate, RoomList,
-    RoomSummary,
+    CreateRoom, HistoryPage, HistoryQuery, PolicyDocument, PolicyImpact, PolicyTemplate,
+    ReadMarker, RoomList, RoomSettings, RoomSummary, SearchQuery,
 };
 use escape_proto::vetting::{
     Application, ApplicationList, ApplicationStatus, Approve, AttributeUpdate, CreateInvite,
@@ -533,6 +533,73 @@ impl Client {
             request = request.query(&[("tlp", tlp)]);
         }
         self.call(request).await
+    }
+
+    /// Marks `room` read up to `seq` (clamped to the newest message).
+    pub async fn mark_read(&self, room: &RoomName, seq: u64) -> Result<RoomSummary, ClientError> {
+        self.call(
+            self.http
+                .put(self.url(&format!("/v1/rooms/{room}/read")))
+                .json(&ReadMarker { seq }),
+        )
+        .await
+    }
+
+    pub async fn update_room_settings(
+        &self,
+        room: &RoomName,
+        settings: &RoomSettings,
+    ) -> Result<RoomSummary, ClientError> {
+        self.call(
+            self.http
+                .put(self.url(&format!("/v1/rooms/{room}/settings")))
+                .json(settings),
+        )
+        .await
+    }
+
+    pub async fn invite_to_room(
+        &self,
+        room: &RoomName,
+        member: &MemberId,
+    ) -> Result<(), ClientError> {
+        self.call_empty(
+            self.http
+                .post(self.url(&format!("/v1/rooms/{room}/invitations/{member}"))),
+        )
+        .await
+    }
+
+    /// Removes a message's content for everyone.
+    pub async fn redact(
+        &self,
+        room: &RoomName,
+        seq: u64,
+        reason: String,
+    ) -> Result<(), ClientError> {
+        let _: serde_json::Value = self
+            .call(
+                self.http
+                    .post(self.url(&format!("/v1/rooms/{room}/messages/{seq}/redact")))
+                    .json(&Reason { reason }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Messages containing `text` in the rooms this member may read (or one room).
+    pub async fn search(
+        &self,
+        text: &str,
+        room: Option<&RoomName>,
+    ) -> Result<Vec<escape_proto::Event>, ClientError> {
+        let query = SearchQuery {
+            text: text.to_owned(),
+            room: room.cloned(),
+            limit: None,
+        };
+        self.call(self.http.get(self.url("/v1/search")).query(&query))
+            .await
     }
 
     /// Sends an alert (or, with `dry_run`, resolves its audience only).

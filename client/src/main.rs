@@ -59,6 +59,33 @@ enum Command {
         /// Your own id for the message: sending again with the same id stores it once.
         #[arg(long)]
         client_msg_id: Option<String>,
+        /// Answer message SEQ (a thread).
+        #[arg(long)]
+        reply_to: Option<u64>,
+        /// Notify a member of the room (repeatable; a member id).
+        #[arg(long = "mention")]
+        mentions: Vec<MemberId>,
+    },
+    /// Correct a message you sent; the original stays in the history.
+    Edit {
+        room: RoomName,
+        seq: u64,
+        text: Vec<String>,
+    },
+    /// Remove a message's content for everyone (yours, or any in a room you administer).
+    Redact {
+        room: RoomName,
+        seq: u64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Mark a room read up to SEQ (default: everything).
+    Read { room: RoomName, seq: Option<u64> },
+    /// Find messages in the rooms you may read.
+    Search {
+        text: Vec<String>,
+        #[arg(long)]
+        room: Option<RoomName>,
     },
     /// Show a page of a room's history, oldest first.
     History {
@@ -164,6 +191,22 @@ enum ProfileCommand {
 
 #[derive(Debug, Subcommand)]
 enum RoomCommand {
+    /// Change a room you administer: topic, history for joiners, retention, invite-only.
+    Set {
+        room: RoomName,
+        #[arg(long)]
+        topic: Option<String>,
+        /// shared (joiners read the history) or joined (only what comes after they join).
+        #[arg(long)]
+        history: Option<String>,
+        /// Delete messages older than this many days (0: keep).
+        #[arg(long)]
+        retention_days: Option<u32>,
+        #[arg(long)]
+        invite_only: Option<bool>,
+    },
+    /// Let a member join an invite-only room you administer.
+    Invite { room: RoomName, member: MemberId },
     /// Remove a member from a room you administer; its file key rotates before the next upload.
     Remove {
         room: RoomName,
@@ -571,6 +614,30 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             let rooms = client.rooms().await?;
             print(json, &rooms, || output::rooms(&rooms));
         }
+        Command::Room(RoomCommand::Set {
+            room,
+            topic,
+            history,
+            retention_days,
+            invite_only,
+        }) => {
+            let settings = escape_proto::room::RoomSettings {
+                topic,
+                history,
+                retention_days,
+                invite_only,
+            };
+            let summary = client.update_room_settings(&room, &settings).await?;
+            print(json, &summary, || format!("{} updated", summary.name));
+        }
+        Command::Room(RoomCommand::Invite { room, member }) => {
+            client.invite_to_room(&room, &member).await?;
+            print(
+                json,
+                &serde_json::json!({"room": room, "invited": member}),
+                || format!("{member} may now join {room}"),
+            );
+        }
         Command::Room(RoomCommand::Remove {
             room,
             member,
@@ -625,7 +692,52 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             room,
             text,
             client_msg_id,
-        } => send(&client, json, room, text, client_msg_id).await?,
+            reply_to,
+            mentions,
+        } => {
+            let text = message_text(text)?;
+            let body = Body::Text {
+                text,
+                reply_to,
+                mentions,
+            };
+            send(&client, json, room, body, client_msg_id).await?
+        }
+        Command::Edit { room, seq, text } => {
+            let body = Body::Edit {
+                target: seq,
+                text: message_text(text)?,
+            };
+            send(&client, json, room, body, None).await?
+        }
+        Command::Redact { room, seq, reason } => {
+            client.redact(&room, seq, reason).await?;
+            print(
+                json,
+                &serde_json::json!({"room": room, "redacted": seq}),
+                || format!("removed {room}#{seq} for everyone"),
+            );
+        }
+        Command::Read { room, seq } => {
+            let summary = client.mark_read(&room, seq.unwrap_or(u64::MAX)).await?;
+            print(json, &summary, || {
+                format!("{} read; {} unread", summary.name, summary.unread)
+            });
+        }
+        Command::Search { text, room } => {
+            let found = client.search(&text.join(" "), room.as_ref()).await?;
+            print(json, &found, || {
+                if found.is_empty() {
+                    "nothing found in the rooms you may read".to_owned()
+                } else {
+                    found
+                        .iter()
+                        .map(|e| format!("{:<16} {}", e.room.to_string(), output::event(e)))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            });
+        }
         Command::History {
             room,
             before,
@@ -1079,19 +1191,16 @@ async fn send(
     client: &Client,
     json: bool,
     room: RoomName,
-    text: Vec<String>,
+    body: Body,
     client_msg_id: Option<String>,
 ) -> Result<(), ClientError> {
-    let text = message_text(text)?;
     let client_msg_id = client_msg_id.unwrap_or_else(new_client_msg_id);
     let mut attempt = 0;
     let ack = loop {
         attempt += 1;
         let result = async {
             let mut channel = Channel::connect(client).await?;
-            let ack = channel
-                .send(&room, &client_msg_id, Body::text(text.clone()))
-                .await?;
+            let ack = channel.send(&room, &client_msg_id, body.clone()).await?;
             channel.close().await;
             Ok::<_, ClientError>(ack)
         }
@@ -1157,6 +1266,19 @@ async fn tail(
             } else {
                 ControlFlow::Continue(())
             }
+        }
+        TailEvent::Mention {
+            room: in_room,
+            seq,
+            from_name,
+            excerpt,
+        } => {
+            eprintln!(
+                "@ {} mentioned you in {in_room}#{seq}: {}",
+                output::clean(&from_name),
+                output::clean(&excerpt)
+            );
+            ControlFlow::Continue(())
         }
         TailEvent::Alert(alert) => {
             if json {

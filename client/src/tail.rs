@@ -25,6 +25,13 @@ pub enum TailEvent {
     Event(Event),
     /// An early-warning alert addressed to this member.
     Alert(escape_proto::alert::Alert),
+    /// This member was mentioned (in any room it may read).
+    Mention {
+        room: RoomName,
+        seq: u64,
+        from_name: String,
+        excerpt: String,
+    },
     /// The connection was lost; the tail reconnects after `retry_in` and resumes.
     Disconnected {
         reason: String,
@@ -133,6 +140,24 @@ impl Tail {
                     }
                     self.last = Some(event.seq);
                     if on(TailEvent::Event(event)).is_break() {
+                        channel.close().await;
+                        return Ok(ControlFlow::Break(()));
+                    }
+                }
+                ServerFrame::Mention {
+                    room,
+                    seq,
+                    from_name,
+                    excerpt,
+                    ..
+                } => {
+                    let flow = on(TailEvent::Mention {
+                        room,
+                        seq,
+                        from_name,
+                        excerpt,
+                    });
+                    if flow.is_break() {
                         channel.close().await;
                         return Ok(ControlFlow::Break(()));
                     }

@@ -218,6 +218,16 @@ pub enum ServerFrame {
     Alert {
         alert: crate::alert::Alert,
     },
+    /// This member was mentioned in a room it may read (sent to all its sessions, subscribed to
+    /// the room or not).
+    Mention {
+        room: RoomName,
+        seq: u64,
+        from: crate::member::MemberId,
+        from_name: String,
+        /// The start of the message.
+        excerpt: String,
+    },
     /// What became of each indicator of a `share_indicator` (accepted ones are durable).
     IndicatorsShared {
         room: RoomName,

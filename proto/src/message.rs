@@ -14,7 +14,20 @@ use crate::room::RoomName;
 pub enum Body {
     Text {
         text: String,
+        /// The message this one answers: a thread is the replies to one message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+        /// Members this message notifies (each must be able to read the room).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<MemberId>,
     },
+    /// A correction by the sender of message `target`; the original stays in history.
+    Edit { target: u64, text: String },
+    /// Message `target` was removed for everyone (written by the server; the content is
+    /// erased from the store, the fact and the reason stay in the audit log).
+    Redaction { target: u64 },
+    /// What a removed message reads as from then on.
+    Redacted,
     /// A threat indicator (checked, normalised and stamped with its source by the server; clients
     /// share through the indicator API or frame, never as a plain message).
     Indicator(Box<crate::indicator::Indicator>),
@@ -30,13 +43,28 @@ pub enum Body {
 
 impl Body {
     pub fn text(text: impl Into<String>) -> Self {
-        Self::Text { text: text.into() }
+        Self::Text {
+            text: text.into(),
+            reply_to: None,
+            mentions: Vec::new(),
+        }
+    }
+
+    /// A reply to message `parent`.
+    pub fn reply(parent: u64, text: impl Into<String>) -> Self {
+        Self::Text {
+            text: text.into(),
+            reply_to: Some(parent),
+            mentions: Vec::new(),
+        }
     }
 
     /// The size the server's body limit is measured against.
     pub fn size(&self) -> usize {
         match self {
-            Self::Text { text } => text.len(),
+            Self::Text { text, mentions, .. } => text.len() + mentions.len() * 40,
+            Self::Edit { text, .. } => text.len(),
+            Self::Redaction { .. } | Self::Redacted => 0,
             Self::File { name, file_id, .. } => name.len() + file_id.len(),
             Self::Indicator(i) => i.value.len() + i.description.len(),
         }
@@ -45,7 +73,8 @@ impl Body {
     /// Whether the body carries nothing worth storing.
     pub fn is_empty(&self) -> bool {
         match self {
-            Self::Text { text } => text.trim().is_empty(),
+            Self::Text { text, .. } | Self::Edit { text, .. } => text.trim().is_empty(),
+            Self::Redaction { .. } | Self::Redacted => false,
             Self::File { file_id, .. } => file_id.is_empty(),
             Self::Indicator(i) => i.value.is_empty(),
         }

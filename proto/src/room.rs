@@ -69,6 +69,42 @@ pub struct RoomSummary {
     pub joined: bool,
     /// The sequence number of the newest stored message; 0 for an empty room.
     pub head: u64,
+    /// Messages after this member's read marker (joined rooms only).
+    #[serde(default)]
+    pub unread: u64,
+}
+
+/// A room's settings, as its admin changes them (`PUT /v1/rooms/{room}/settings`); fields
+/// left out stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// `shared`: joiners read the room's history; `joined`: only what came after they joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
+    /// Messages older than this many days are deleted by the server (0: kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+    /// Only members the room's admin invited may join (otherwise the policy decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_only: Option<bool>,
+}
+
+/// `GET /v1/search`: messages matching `text` in the rooms the member may read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchQuery {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `PUT /v1/rooms/{room}/read`: this member has read up to `seq`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMarker {
+    pub seq: u64,
 }
 
 /// `GET /v1/rooms`.

@@ -342,6 +342,14 @@ impl Gate {
         principal: &Principal,
         event: &escape_proto::Event,
     ) -> Result<bool, ApiError> {
+        // A room whose history is for members only since they joined hides what came before.
+        if !self.room(&event.room)?.shares_history()
+            && self
+                .joined_at(&event.room, principal.id())?
+                .is_none_or(|joined| event.sent_at < joined)
+        {
+            return Ok(false);
+        }
         let escape_proto::Body::Indicator(indicator) = &event.body else {
             return Ok(true);
         };
@@ -350,25 +358,28 @@ impl Gate {
             .unwrap_or((indicator.tlp, event.sent_at));
         let mut effective = indicator.as_ref().clone();
         effective.tlp = label;
-        let joined_at = match self
-            .store
-            .get(&keys::room_member(&event.room, principal.id()))?
-        {
-            Some(bytes) => Some(
-                crate::store::value::decode::<crate::rooms::Membership>(
-                    &keys::room_member(&event.room, principal.id()),
-                    &bytes,
-                )?
-                .joined_at,
-            ),
-            None => None,
-        };
+        let joined_at = self.joined_at(&event.room, principal.id())?;
         Ok(tlp_allows(
             &effective,
             &principal.member().attributes.organisation,
             joined_at,
             labelled_at,
         ))
+    }
+
+    /// When `member` joined `room` (this membership), if it is a member.
+    fn joined_at(
+        &self,
+        room: &RoomName,
+        member: &escape_proto::MemberId,
+    ) -> Result<Option<time::OffsetDateTime>, ApiError> {
+        let key = keys::room_member(room, member);
+        Ok(match self.store.get(&key)? {
+            Some(bytes) => Some(
+                crate::store::value::decode::<crate::rooms::Membership>(&key, &bytes)?.joined_at,
+            ),
+            None => None,
+        })
     }
 
     /// The label that governs an indicator event now: its newest version's in the room, and
@@ -497,6 +508,10 @@ mod tests {
                     owner_organisation: String::new(),
                     tags: Vec::new(),
                     history_for_joiners: None,
+                    history: None,
+                    retention_days: None,
+                    invite_only: false,
+                    invited: Vec::new(),
                 })
                 .expect("encode"),
             )

@@ -119,6 +119,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .clone()
         .unwrap_or_else(|| enroll_addr.to_string());
     let (rooms, committer) = Rooms::new(store.clone(), config.limits.clone());
+    let state_rooms = Arc::new(rooms);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let registry = Registry::new(store.clone());
@@ -168,7 +169,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             config.vetting.member_cert_days,
         ),
         registry,
-        rooms: Arc::new(rooms),
+        rooms: state_rooms.clone(),
         pki: pki.clone(),
         sessions: sessions.clone(),
         invites,
@@ -200,6 +201,31 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tracker.clone(),
         None,
     ));
+    // Retention: messages older than a room's retention period are deleted, every minute.
+    {
+        let (rooms, token) = (state_rooms.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = every.tick() => {
+                        let rooms = rooms.clone();
+                        let run = tokio::task::spawn_blocking(move || {
+                            rooms.enforce_retention(time::OffsetDateTime::now_utc())
+                        })
+                        .await;
+                        match run {
+                            Ok(Ok(0)) => {}
+                            Ok(Ok(n)) => tracing::info!(deleted = n, "retention: old messages deleted"),
+                            Ok(Err(e)) => tracing::error!(error = %e.message, "retention failed"),
+                            Err(e) => tracing::error!(error = %e, "retention task failed"),
+                        }
+                    }
+                }
+            }
+        });
+    }
     // Signed checkpoints: every minute while entries are added, and once more at shutdown.
     {
         let (audit, token) = (audit.clone(), shutdown.clone());

@@ -6,6 +6,7 @@ mod at_rest;
 mod audit;
 mod bad_input;
 mod certificates;
+mod channel;
 mod durability;
 mod files;
 mod flood;

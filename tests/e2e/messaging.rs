@@ -67,7 +67,7 @@ async fn two_members_exchange_messages_in_order_with_sequences_and_acks() {
     let texts: Vec<String> = seen_by_bob
         .iter()
         .map(|e| match &e.body {
-            Body::Text { text } => text.clone(),
+            Body::Text { text, .. } => text.clone(),
             other => panic!("unexpected body {other:?}"),
         })
         .collect();

@@ -140,7 +140,7 @@ async fn tail_reconnects_after_a_server_restart_and_resumes_without_gaps() {
                 break;
             }
             TailEvent::Disconnected { .. } => disconnects += 1,
-            TailEvent::Connected { .. } | TailEvent::Alert(_) => {}
+            TailEvent::Connected { .. } | TailEvent::Alert(_) | TailEvent::Mention { .. } => {}
         }
     }
     sender.close().await;
@@ -156,7 +156,7 @@ async fn tail_reconnects_after_a_server_restart_and_resumes_without_gaps() {
         match event {
             TailEvent::Event(e) => seqs.push(e.seq),
             TailEvent::Disconnected { .. } => disconnects += 1,
-            TailEvent::Connected { .. } | TailEvent::Alert(_) => {}
+            TailEvent::Connected { .. } | TailEvent::Alert(_) | TailEvent::Mention { .. } => {}
         }
     }
     within("tail end", tail)

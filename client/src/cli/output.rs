@@ -66,16 +66,21 @@ pub fn rooms(rooms: &[RoomSummary]) -> String {
         return "no rooms yet; create one with `escape room create NAME`".into();
     }
     let mut out = vec![format!(
-        "{:<2}{:<28} {:>7} {:>8}  TOPIC",
-        "", "ROOM", "MEMBERS", "MESSAGES"
+        "{:<2}{:<28} {:>7} {:>8} {:>6}  TOPIC",
+        "", "ROOM", "MEMBERS", "MESSAGES", "UNREAD"
     )];
     for r in rooms {
         out.push(format!(
-            "{:<2}{:<28} {:>7} {:>8}  {}",
+            "{:<2}{:<28} {:>7} {:>8} {:>6}  {}",
             if r.joined { "*" } else { "" },
             r.name,
             r.members,
             r.head,
+            if r.joined {
+                r.unread.to_string()
+            } else {
+                String::new()
+            },
             clean(&r.topic)
         ));
     }
@@ -88,7 +93,13 @@ pub fn event(e: &Event) -> String {
         time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
     let time = e.sent_at.format(&format).unwrap_or_default();
     let text = match &e.body {
-        Body::Text { text } => clean(text),
+        Body::Text { text, reply_to, .. } => match reply_to {
+            Some(parent) => format!("(re #{parent}) {}", clean(text)),
+            None => clean(text),
+        },
+        Body::Edit { target, text } => format!("(edit of #{target}) {}", clean(text)),
+        Body::Redaction { target } => format!("(removed #{target})"),
+        Body::Redacted => "(message removed)".to_owned(),
         Body::Indicator(i) => format!(
             "{} {} {} (confidence {}){}",
             i.tlp.as_str(),

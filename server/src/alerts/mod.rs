@@ -33,11 +33,13 @@ use crate::store::{Batch, Store, keys, value};
 /// The largest alert text.
 const MAX_TEXT: usize = 4096;
 
-/// One alert on its way to its recipients' live sessions.
+/// A frame on its way to some members' live sessions (an alert, a mention).
 #[derive(Debug)]
 pub struct Delivery {
     pub recipients: HashSet<MemberId>,
-    pub alert: Alert,
+    /// Sent once per session: a session that already has it (from its backlog) skips it.
+    pub key: String,
+    pub frame: escape_proto::ServerFrame,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,13 +182,32 @@ impl Alerts {
         // No live session listening is fine: they get it on connect.
         let _ = self.hub.send(Arc::new(Delivery {
             recipients: record.recipients.iter().cloned().collect(),
-            alert: alert.clone(),
+            key: alert.id.clone(),
+            frame: escape_proto::ServerFrame::Alert {
+                alert: alert.clone(),
+            },
         }));
         Ok(AlertReport {
             alert: Some(alert),
             condition,
             audience: recipients,
         })
+    }
+
+    /// Sends a frame to the live sessions of `recipients` (not kept for offline ones).
+    pub fn notify(
+        &self,
+        recipients: HashSet<MemberId>,
+        key: String,
+        frame: escape_proto::ServerFrame,
+    ) {
+        if !recipients.is_empty() {
+            let _ = self.hub.send(Arc::new(Delivery {
+                recipients,
+                key,
+                frame,
+            }));
+        }
     }
 
     fn record(&self, id: &str) -> Result<AlertRecord, ApiError> {

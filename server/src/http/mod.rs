@@ -9,6 +9,9 @@
 //! | `POST /v1/rooms/{room}/leave` | leave |
 //! | `POST /v1/rooms/{room}/members/{member}/remove` | remove a member (the room's admin, or a deployment admin) |
 //! | `GET /v1/rooms/{room}/messages?before=&after=&limit=` | history page |
+//! | `POST /v1/rooms/{room}/messages/{seq}/redact` | remove a message for everyone (sender, room admin) |
+//! | `PUT /v1/rooms/{room}/read`, `PUT .../settings`, `POST .../invitations/{member}` | read marker; room settings; invite |
+//! | `GET /v1/search?text=&room=` | messages in the rooms the member may read |
 //! | `GET /v1/ws` | real-time channel (see `escape_proto::frame`) |
 //! | `POST /v1/invites` | create an invitation |
 //! | `POST /v1/applications/{id}/vouch` | vouch for an applicant |
@@ -80,6 +83,14 @@ pub fn router(state: AppState) -> Router {
             post(rooms::remove_member),
         )
         .route("/v1/rooms/{room}/messages", get(rooms::history))
+        .route(
+            "/v1/rooms/{room}/messages/{seq}/redact",
+            post(rooms::redact),
+        )
+        .route("/v1/rooms/{room}/read", put(rooms::mark_read))
+        .route("/v1/rooms/{room}/settings", put(rooms::settings))
+        .route("/v1/rooms/{room}/invitations/{member}", post(rooms::invite))
+        .route("/v1/search", get(rooms::search))
         .route("/v1/ws", get(crate::ws::upgrade))
         .route("/v1/invites", post(vetting::create_invite))
         .route("/v1/applications/{id}/vouch", post(vetting::vouch))

@@ -136,3 +136,183 @@ pub async fn history(
     page.messages = visible;
     Ok(Json(page))
 }
+
+/// `PUT /v1/rooms/{room}/read` `{seq}`: this member has read up to `seq`.
+pub async fn mark_read(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<escape_proto::room::ReadMarker>, JsonRejection>,
+) -> Result<Json<RoomSummary>, ApiError> {
+    let room = room_name(path)?;
+    let Json(marker) = body?;
+    let auth = state
+        .gate
+        .authorize::<action::ReadHistory>(&principal, room)?;
+    Ok(Json(state.rooms.mark_read(&auth, marker.seq)?))
+}
+
+/// `PUT /v1/rooms/{room}/settings`: topic, history visibility, retention, invite-only.
+pub async fn settings(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<escape_proto::room::RoomSettings>, JsonRejection>,
+) -> Result<Json<RoomSummary>, ApiError> {
+    let room = room_name(path)?;
+    let Json(settings) = body?;
+    let auth = state
+        .gate
+        .authorize::<action::ManageRoom>(&principal, room)?;
+    let detail = serde_json::to_string(&settings).unwrap_or_default();
+    let summary = state.rooms.update_settings(&auth, settings)?;
+    state.audit.record(
+        Some(principal.id()),
+        "room.settings",
+        summary.name.as_str(),
+        detail,
+    );
+    Ok(Json(summary))
+}
+
+/// `POST /v1/rooms/{room}/invitations/{member}`: lets a member join an invite-only room.
+pub async fn invite(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path((room, member)) = path?;
+    let room = RoomName::parse(&room).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let member =
+        escape_proto::MemberId::parse(&member).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let auth = state
+        .gate
+        .authorize::<action::ManageRoom>(&principal, room)?;
+    state.rooms.invite(&auth, &member)?;
+    state.audit.record(
+        Some(principal.id()),
+        "room.invite",
+        auth.resource().as_str(),
+        member.to_string(),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/rooms/{room}/messages/{seq}/redact` `{reason}`: removes a message's content for
+/// everyone; its sender, the room's admin or a deployment admin may.
+pub async fn redact(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<(String, u64)>, PathRejection>,
+    body: Result<Json<escape_proto::vetting::Reason>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path((room, seq)) = path?;
+    let room = RoomName::parse(&room).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let Json(reason) = body?;
+    if reason.reason.trim().is_empty() {
+        return Err(ApiError::invalid("removing a message needs a reason"));
+    }
+    let auth = state
+        .gate
+        .authorize::<action::ReadHistory>(&principal, room.clone())?;
+    let sender = state.rooms.sender_of(&room, seq)?.ok_or_else(|| {
+        ApiError::new(
+            escape_proto::ErrorCode::NotFound,
+            format!("{room} has no message {seq}"),
+        )
+    })?;
+    if sender != *principal.id() {
+        // Not the sender: only the room's admin or a deployment admin (audited if refused).
+        state
+            .gate
+            .authorize::<action::ManageRoom>(&principal, room.clone())?;
+    }
+    let appended = state.rooms.redact(&auth, seq)?;
+    state.rooms.durable(&room, appended.seq).await?;
+    state.audit.record(
+        Some(principal.id()),
+        "message.redact",
+        room.as_str(),
+        format!("#{seq} sent by {sender}: {}", reason.reason.trim()),
+    );
+    Ok(Json(
+        serde_json::json!({"room": room, "redacted": seq, "seq": appended.seq}),
+    ))
+}
+
+/// `GET /v1/search?text=&room=&limit=`: messages containing `text` (case-insensitive) in the
+/// rooms this member may read, newest first; every result passes the gate and its label.
+pub async fn search(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<escape_proto::room::SearchQuery>, QueryRejection>,
+) -> Result<Json<Vec<escape_proto::Event>>, ApiError> {
+    let Query(query) = query?;
+    let needle = query.text.trim().to_lowercase();
+    if needle.len() < 2 || needle.len() > 256 {
+        return Err(ApiError::invalid("text: 2 to 256 characters"));
+    }
+    let limit = query.limit.unwrap_or(50).clamp(1, 200) as usize;
+    let list = state
+        .gate
+        .authorize::<action::ListRooms>(&principal, Deployment)?;
+    let rooms: Vec<RoomName> = match query.room {
+        Some(room) => vec![room],
+        None => state
+            .rooms
+            .list(&list)?
+            .into_iter()
+            .filter(|r| r.joined)
+            .map(|r| r.name)
+            .collect(),
+    };
+    let mut found = Vec::new();
+    for room in rooms {
+        if !state
+            .gate
+            .permits::<action::ReadHistory>(&principal, room.clone())
+        {
+            continue;
+        }
+        let auth = state
+            .gate
+            .authorize::<action::ReadHistory>(&principal, room)?;
+        // The newest 5 000 messages of each room, in pages.
+        let mut before = None;
+        for _ in 0..10 {
+            let page = state.rooms.history(
+                &auth,
+                &HistoryQuery {
+                    before,
+                    after: None,
+                    limit: Some(500),
+                },
+            )?;
+            let Some(first) = page.messages.first() else {
+                break;
+            };
+            before = Some(first.seq);
+            for event in page.messages.iter().rev() {
+                let text = match &event.body {
+                    escape_proto::Body::Text { text, .. }
+                    | escape_proto::Body::Edit { text, .. } => text.to_lowercase(),
+                    escape_proto::Body::Indicator(i) => {
+                        format!("{} {}", i.value, i.description).to_lowercase()
+                    }
+                    _ => continue,
+                };
+                if text.contains(&needle) && state.gate.may_read_event(&principal, event)? {
+                    found.push(event.clone());
+                    if found.len() >= limit {
+                        return Ok(Json(found));
+                    }
+                }
+            }
+            if !page.more {
+                break;
+            }
+        }
+    }
+    found.sort_by_key(|e| std::cmp::Reverse(e.sent_at));
+    Ok(Json(found))
+}

@@ -42,6 +42,18 @@ pub struct RoomRecord {
     /// See [`CreateRoom::history_for_joiners`]; `None` means the default for the room's TLP.
     #[serde(default)]
     pub history_for_joiners: Option<bool>,
+    /// Whether joiners read messages from before they joined (`shared`, the default) or not
+    /// (`joined`).
+    #[serde(default)]
+    pub history: Option<String>,
+    /// Messages older than this many days are deleted (`None` or 0: kept).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// Only invited members (and admins) may join.
+    #[serde(default)]
+    pub invite_only: bool,
+    #[serde(default)]
+    pub invited: Vec<MemberId>,
 }
 
 fn default_tlp_max() -> String {
@@ -52,6 +64,11 @@ fn default_tlp_max() -> String {
 pub const TLP_LABELS: &[&str] = &["RED", "AMBER+STRICT", "AMBER", "GREEN", "CLEAR"];
 
 impl RoomRecord {
+    /// Whether a member reads what was said before it joined.
+    pub fn shares_history(&self) -> bool {
+        self.history.as_deref() != Some("joined")
+    }
+
     /// Whether joiners get older file key generations: as set, else not in TLP:RED rooms.
     pub fn history_for_joiners(&self) -> bool {
         self.history_for_joiners.unwrap_or(self.tlp_max != "RED")
@@ -148,6 +165,10 @@ impl Rooms {
             owner_organisation: auth.principal().member().attributes.organisation.clone(),
             tags: request.tags,
             history_for_joiners: request.history_for_joiners,
+            history: None,
+            retention_days: None,
+            invite_only: false,
+            invited: Vec::new(),
         };
         let key = keys::room(&record.name);
         if self
@@ -169,6 +190,22 @@ impl Rooms {
 
     pub fn join(&self, auth: &Authorized<action::JoinRoom>) -> Result<RoomSummary, ApiError> {
         let room = auth.resource();
+        let record = self.record(room)?;
+        let principal = auth.principal();
+        if record.invite_only
+            && !record.invited.contains(principal.id())
+            && record.created_by != *principal.id()
+            && !principal.member().admin
+            && self
+                .store
+                .get(&keys::room_member(room, principal.id()))?
+                .is_none()
+        {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("{room} is invite-only; ask its admin to invite you"),
+            ));
+        }
         self.add_member(room, auth.principal().id())?;
         self.summary(room, auth.principal().id())
     }
@@ -273,12 +310,18 @@ impl Rooms {
             .get(&keys::room_member(&record.name, member))?
             .is_some();
         let head = self.log(&record.name)?.durable.get();
+        let unread = if joined {
+            head.saturating_sub(self.read_marker(&record.name, member)?)
+        } else {
+            0
+        };
         Ok(RoomSummary {
             name: record.name,
             topic: record.topic,
             members,
             joined,
             head,
+            unread,
         })
     }
 
@@ -326,6 +369,11 @@ impl Rooms {
             Body::Indicator(_) => {
                 return Err(ApiError::invalid(
                     "indicators are shared with the share_indicator frame or POST /v1/rooms/{room}/indicators, which check them",
+                ));
+            }
+            Body::Redaction { .. } | Body::Redacted => {
+                return Err(ApiError::invalid(
+                    "messages are removed with POST /v1/rooms/{room}/messages/{seq}/redact",
                 ));
             }
             _ => {}
@@ -387,6 +435,231 @@ impl Rooms {
         })
     }
 
+    fn record(&self, room: &RoomName) -> Result<RoomRecord, ApiError> {
+        let key = keys::room(room);
+        match self.store.get(&key)? {
+            Some(bytes) => Ok(value::decode(&key, &bytes)?),
+            None => Err(ApiError::new(
+                ErrorCode::RoomNotFound,
+                format!("there is no room {room}"),
+            )),
+        }
+    }
+
+    /// How far `member` has read `room` (0: nothing).
+    pub fn read_marker(&self, room: &RoomName, member: &MemberId) -> Result<u64, ApiError> {
+        let key = keys::read_marker(room, member);
+        Ok(match self.store.get(&key)? {
+            Some(bytes) => value::decode(&key, &bytes)?,
+            None => 0,
+        })
+    }
+
+    /// Moves the member's read marker to `seq` (never past the head, never backwards).
+    pub fn mark_read(
+        &self,
+        auth: &Authorized<action::ReadHistory>,
+        seq: u64,
+    ) -> Result<RoomSummary, ApiError> {
+        let (room, member) = (auth.resource(), auth.principal().id());
+        let head = self.durable_head(room)?;
+        let marker = seq.min(head).max(self.read_marker(room, member)?);
+        self.store
+            .put(&keys::read_marker(room, member), &value::encode(&marker)?)?;
+        self.summary(room, member)
+    }
+
+    /// Changes a room's settings (its admin, or a deployment admin).
+    pub fn update_settings(
+        &self,
+        auth: &Authorized<action::ManageRoom>,
+        settings: escape_proto::room::RoomSettings,
+    ) -> Result<RoomSummary, ApiError> {
+        let room = auth.resource();
+        let mut record = self.record(room)?;
+        if let Some(topic) = settings.topic {
+            if topic.len() > 512 || topic.chars().any(char::is_control) {
+                return Err(ApiError::invalid(
+                    "topic: at most 512 bytes, no control characters",
+                ));
+            }
+            record.topic = topic;
+        }
+        if let Some(history) = settings.history {
+            if !matches!(history.as_str(), "shared" | "joined") {
+                return Err(ApiError::invalid("history: shared or joined"));
+            }
+            record.history = Some(history);
+        }
+        if let Some(days) = settings.retention_days {
+            record.retention_days = (days > 0).then_some(days);
+        }
+        if let Some(invite_only) = settings.invite_only {
+            record.invite_only = invite_only;
+        }
+        self.store
+            .put(&keys::room(room), &value::encode(&record)?)?;
+        self.summary(room, auth.principal().id())
+    }
+
+    /// Deletes the messages older than each room's retention period, as of `now`; returns how
+    /// many. Runs every minute (see `server.rs`).
+    pub fn enforce_retention(&self, now: OffsetDateTime) -> Result<usize, ApiError> {
+        let mut deleted = 0;
+        for (key, bytes) in self.store.scan_prefix(keys::ROOM_PREFIX, usize::MAX)? {
+            let record: RoomRecord = value::decode(&key, &bytes)?;
+            let Some(days) = record.retention_days.filter(|d| *d > 0) else {
+                continue;
+            };
+            let cutoff = now - time::Duration::days(i64::from(days));
+            loop {
+                let old: Vec<Vec<u8>> = self
+                    .store
+                    .scan_prefix(&keys::messages_prefix(&record.name), 500)?
+                    .into_iter()
+                    .filter_map(|(k, v)| {
+                        value::decode::<Event>(&k, &v)
+                            .ok()
+                            .filter(|e| e.sent_at < cutoff)
+                            .map(|_| k)
+                    })
+                    .collect();
+                if old.is_empty() {
+                    break;
+                }
+                let mut batch = Batch::default();
+                for k in &old {
+                    batch.delete(k.clone());
+                }
+                self.store.apply(batch)?;
+                deleted += old.len();
+                if old.len() < 500 {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Lets `member` join an invite-only room.
+    pub fn invite(
+        &self,
+        auth: &Authorized<action::ManageRoom>,
+        member: &MemberId,
+    ) -> Result<(), ApiError> {
+        let room = auth.resource();
+        let mut record = self.record(room)?;
+        if !record.invited.contains(member) {
+            if record.invited.len() >= 10_000 {
+                return Err(ApiError::invalid(
+                    "this room has too many pending invitations",
+                ));
+            }
+            record.invited.push(member.clone());
+            self.store
+                .put(&keys::room(room), &value::encode(&record)?)?;
+        }
+        Ok(())
+    }
+
+    /// Removes message `seq`'s content for everyone: the stored event keeps its place, sender
+    /// and time with a `redacted` body, and a `redaction` event tells every reader. The caller
+    /// decided who may (the sender, the room's admin, a deployment admin).
+    pub fn redact(
+        &self,
+        auth: &Authorized<action::ReadHistory>,
+        seq: u64,
+    ) -> Result<Appended, ApiError> {
+        let room = auth.resource();
+        let key = keys::message(room, seq);
+        let Some(bytes) = self.store.get(&key)? else {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("{room} has no message {seq}"),
+            ));
+        };
+        let mut event: Event = value::decode(&key, &bytes)?;
+        if matches!(event.body, Body::Redacted | Body::Redaction { .. }) {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("{room}#{seq} is already removed"),
+            ));
+        }
+        event.body = Body::Redacted;
+        self.store.put(&key, &value::encode(&event)?)?;
+        self.append_as(
+            room,
+            auth.principal().member(),
+            format!("redact-{seq}"),
+            Body::Redaction { target: seq },
+        )
+    }
+
+    /// The sender of message `seq`, if it exists.
+    pub fn sender_of(&self, room: &RoomName, seq: u64) -> Result<Option<MemberId>, ApiError> {
+        let key = keys::message(room, seq);
+        Ok(match self.store.get(&key)? {
+            Some(bytes) => Some(value::decode::<Event>(&key, &bytes)?.sender),
+            None => None,
+        })
+    }
+
+    /// Checks what a message refers to: a reply's parent exists, mentions are members, an edit
+    /// corrects the sender's own message.
+    fn check_references(
+        &self,
+        room: &RoomName,
+        sender: &MemberId,
+        body: &Body,
+        last: u64,
+    ) -> Result<(), ApiError> {
+        match body {
+            Body::Text {
+                reply_to, mentions, ..
+            } => {
+                if let Some(parent) = reply_to
+                    && (*parent == 0 || *parent > last)
+                {
+                    return Err(ApiError::invalid(format!(
+                        "reply_to: {room} has no message {parent}"
+                    )));
+                }
+                if mentions.len() > 32 {
+                    return Err(ApiError::invalid("mentions: at most 32"));
+                }
+                for m in mentions {
+                    if self.store.get(&keys::room_member(room, m))?.is_none() {
+                        return Err(ApiError::invalid(format!(
+                            "mentions: {m} is not a member of {room}"
+                        )));
+                    }
+                }
+            }
+            Body::Edit { target, .. } => {
+                let key = keys::message(room, *target);
+                let original: Event = match self.store.get(&key)? {
+                    Some(bytes) if *target <= last => value::decode(&key, &bytes)?,
+                    _ => {
+                        return Err(ApiError::invalid(format!(
+                            "target: {room} has no message {target}"
+                        )));
+                    }
+                };
+                if original.sender != *sender {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        "only the sender of a message may edit it",
+                    ));
+                }
+                if !matches!(original.body, Body::Text { .. }) {
+                    return Err(ApiError::invalid("target: only text messages are edited"));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn append_as(
         &self,
         room: &RoomName,
@@ -410,6 +683,7 @@ impl Rooms {
         let log = self.log(room)?;
         let idempotency_key = keys::client_msg(room, &sender.id, &client_msg_id);
         let mut last = log.last.lock().map_err(|_| lock_poisoned())?;
+        self.check_references(room, &sender.id, &body, *last)?;
         if let Some(bytes) = self.store.get(&idempotency_key)? {
             let seq: u64 = value::decode(&idempotency_key, &bytes)?;
             return Ok(Appended {
@@ -554,6 +828,59 @@ mod tests {
 
     fn room() -> RoomName {
         RoomName::parse("ops").expect("room")
+    }
+
+    #[tokio::test]
+    async fn messages_older_than_the_retention_period_are_deleted() {
+        let (gate, rooms, principal) = setup();
+        let create = gate
+            .authorize::<action::CreateRoom>(&principal, Deployment)
+            .expect("create");
+        rooms
+            .create(&create, CreateRoom::new(room(), ""))
+            .expect("created");
+        let send = gate
+            .authorize::<action::Send>(&principal, room())
+            .expect("send");
+        for i in 0..3 {
+            rooms
+                .append(&send, format!("c{i}"), Body::text("x"))
+                .expect("append");
+        }
+        let now = OffsetDateTime::now_utc();
+        // No retention set: nothing goes.
+        assert_eq!(
+            rooms
+                .enforce_retention(now + time::Duration::days(400))
+                .expect("run"),
+            0
+        );
+        let manage = gate
+            .authorize::<action::ManageRoom>(&principal, room())
+            .expect("manage");
+        rooms
+            .update_settings(
+                &manage,
+                escape_proto::room::RoomSettings {
+                    retention_days: Some(30),
+                    ..Default::default()
+                },
+            )
+            .expect("settings");
+        assert_eq!(
+            rooms
+                .enforce_retention(now + time::Duration::days(29))
+                .expect("run"),
+            0
+        );
+        assert_eq!(
+            rooms
+                .enforce_retention(now + time::Duration::days(31))
+                .expect("run"),
+            3
+        );
+        let left = rooms.read_range(&room(), 1, 10, 10).expect("read");
+        assert!(left.is_empty());
     }
 
     #[tokio::test]

@@ -221,6 +221,16 @@ pub fn alert_acks_prefix(id: &str) -> Vec<u8> {
     join(&[b"alert-ack/", id.as_bytes(), b"/"])
 }
 
+/// How far a member has read a room.
+pub fn read_marker(room: &RoomName, member: &MemberId) -> Vec<u8> {
+    join(&[
+        b"read-marker/",
+        room.as_str().as_bytes(),
+        b"/",
+        member.as_str().as_bytes(),
+    ])
+}
+
 /// A scope's data key, wrapped with age to the master identity (the only values stored unsealed).
 pub fn data_key(scope: &[u8]) -> Vec<u8> {
     join(&[DATA_KEY_PREFIX, scope])
@@ -240,6 +250,7 @@ const ROOM_SCOPED_PREFIXES: &[&[u8]] = &[
     b"room-key-state/",
     b"file/",
     b"ioc-latest/",
+    b"read-marker/",
 ];
 
 /// The room a key belongs to, for choosing its data key; `None` for deployment-wide keys.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use escape_proto::frame::ServerMessage;
-use escape_proto::{ClientFrame, ClientRequest, ErrorCode, MemberId, RoomName, ServerFrame};
+use escape_proto::{Body, ClientFrame, ClientRequest, ErrorCode, MemberId, RoomName, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -315,11 +315,24 @@ async fn handle(
                 .map_err(|_| ApiError::internal(&"ack semaphore closed"))?;
             // Sequencing happens here, in frame order; waiting for durability does not block
             // the next frame.
+            let mentions = match &body {
+                Body::Text { mentions, .. } => mentions.clone(),
+                _ => Vec::new(),
+            };
             let appended = state.rooms.append(&auth, client_msg_id.clone(), body)?;
             let (state, outbox) = (state.clone(), outbox.clone());
             acks.spawn(async move {
                 let _permit = permit;
                 let frame = match state.rooms.durable(&room, appended.seq).await {
+                    Ok(()) if !appended.duplicate && !mentions.is_empty() => {
+                        notify_mentions(&state, &room, appended.seq, &mentions);
+                        ServerFrame::Ack {
+                            room,
+                            client_msg_id,
+                            seq: appended.seq,
+                            duplicate: appended.duplicate,
+                        }
+                    }
                     Ok(()) => ServerFrame::Ack {
                         room,
                         client_msg_id,
@@ -358,6 +371,39 @@ async fn handle(
     Ok(())
 }
 
+/// Tells each mentioned member who may read the message now (room and label) that it was
+/// mentioned, on every live session.
+fn notify_mentions(state: &AppState, room: &RoomName, seq: u64, mentions: &[MemberId]) {
+    let Ok(Some(event)) = state.rooms.event(room, seq) else {
+        return;
+    };
+    let excerpt = match &event.body {
+        Body::Text { text, .. } => text.chars().take(200).collect(),
+        _ => String::new(),
+    };
+    let recipients = mentions
+        .iter()
+        .filter(|m| {
+            Principal::resolve_id(&state.registry, m).is_ok_and(|p| {
+                state.gate.permits::<action::ReadHistory>(&p, room.clone())
+                    && state.gate.may_read_event(&p, &event).unwrap_or(false)
+            })
+        })
+        .cloned()
+        .collect();
+    state.alerts.notify(
+        recipients,
+        format!("mention-{room}-{seq}"),
+        ServerFrame::Mention {
+            room: room.clone(),
+            seq,
+            from: event.sender.clone(),
+            from_name: event.sender_name.clone(),
+            excerpt,
+        },
+    );
+}
+
 /// Sends this member's unacknowledged alerts, then every new one addressed to it, until the
 /// session ends. Each alert goes out once per session.
 async fn deliver_alerts(state: AppState, member: MemberId, outbox: Outbox) {
@@ -394,14 +440,9 @@ async fn deliver_alerts(state: AppState, member: MemberId, outbox: Outbox) {
                 // Current status, read now: a member suspended since gets nothing more.
                 if delivery.recipients.contains(&member)
                     && Principal::resolve_id(&state.registry, &member).is_ok()
-                    && sent.insert(delivery.alert.id.clone())
+                    && sent.insert(delivery.key.clone())
                     && !outbox
-                        .send(ServerMessage::new(
-                            None,
-                            ServerFrame::Alert {
-                                alert: delivery.alert.clone(),
-                            },
-                        ))
+                        .send(ServerMessage::new(None, delivery.frame.clone()))
                         .await
                 {
                     return;

@@ -1,0 +1,295 @@
+//! The everyday channel features: threads, edits, redactions, mentions, read markers and
+//! unread counts, search within what a member may read, and room settings.
+
+use escape_client::ClientError;
+use escape_e2e::{TestDeployment, next_frame};
+use escape_proto::indicator::{IndicatorDraft, ShareIndicators};
+use escape_proto::room::{HistoryQuery, RoomSettings};
+use escape_proto::{Attributes, Body, ErrorCode, RoomName, ServerFrame};
+
+fn room(name: &str) -> RoomName {
+    RoomName::parse(name).expect("room")
+}
+
+fn code(err: &ClientError) -> Option<ErrorCode> {
+    match err {
+        ClientError::Server { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+fn attrs(organisation: &str) -> Attributes {
+    Attributes {
+        organisation: organisation.into(),
+        country: "EE".into(),
+        sector: "national-cert".into(),
+        role: "analyst".into(),
+        clearance: 1,
+        vetting: "vetted".into(),
+        clients: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn threads_edits_redactions_and_mentions() {
+    let mut d = TestDeployment::new();
+    let _ana = d.add_member_as("ana", attrs("CERT-A"));
+    let bob = d.add_member_as("bob", attrs("CERT-B"));
+    let eve = d.add_member_as("eve", attrs("CERT-E"));
+    d.start().await;
+    let ops = room("ops");
+    let ana_client = d.client("ana").await;
+    ana_client
+        .create_room(ops.clone(), String::new())
+        .await
+        .expect("room");
+    d.client("bob").await.join(&ops).await.expect("join");
+
+    // Bob listens for mentions on a channel subscribed to nothing.
+    let mut bob_live = d.channel("bob").await;
+    let mut ana = d.channel("ana").await;
+    let root = ana
+        .send(&ops, "root", Body::text("phishing wave against ministries"))
+        .await
+        .expect("root");
+    let reply = ana
+        .send(
+            &ops,
+            "reply",
+            Body::Text {
+                text: "same kit as last month".into(),
+                reply_to: Some(root.seq),
+                mentions: vec![bob.clone()],
+            },
+        )
+        .await
+        .expect("reply");
+    match next_frame(&mut bob_live).await.frame {
+        ServerFrame::Mention {
+            room, seq, excerpt, ..
+        } => {
+            assert_eq!((room, seq), (ops.clone(), reply.seq));
+            assert!(excerpt.contains("same kit"));
+        }
+        other => panic!("expected a mention, got {other:?}"),
+    }
+    // A reply to nothing, or a mention of someone outside the room, is refused.
+    let err = ana
+        .send(&ops, "bad-reply", Body::reply(999, "x"))
+        .await
+        .expect_err("no parent");
+    assert_eq!(code(&err), Some(ErrorCode::InvalidRequest), "{err:?}");
+    let err = ana
+        .send(
+            &ops,
+            "bad-mention",
+            Body::Text {
+                text: "x".into(),
+                reply_to: None,
+                mentions: vec![eve.clone()],
+            },
+        )
+        .await
+        .expect_err("eve is not in the room");
+    assert_eq!(code(&err), Some(ErrorCode::InvalidRequest), "{err:?}");
+
+    // Edits: the sender only; the original stays.
+    let edit = ana
+        .send(
+            &ops,
+            "edit",
+            Body::Edit {
+                target: reply.seq,
+                text: "same kit as in March".into(),
+            },
+        )
+        .await
+        .expect("edit");
+    let mut bob_channel = d.channel("bob").await;
+    let err = bob_channel
+        .send(
+            &ops,
+            "bob-edit",
+            Body::Edit {
+                target: root.seq,
+                text: "not mine".into(),
+            },
+        )
+        .await
+        .expect_err("not the sender");
+    assert_eq!(code(&err), Some(ErrorCode::Forbidden), "{err:?}");
+
+    // Redactions: not by Bob (neither sender nor room admin); by Ana, for everyone, with the
+    // reason in the audit log and not the content.
+    let bob_client = d.client("bob").await;
+    let err = bob_client
+        .redact(&ops, root.seq, "spam".into())
+        .await
+        .expect_err("not Bob's");
+    assert_eq!(code(&err), Some(ErrorCode::Forbidden), "{err:?}");
+    ana_client
+        .redact(&ops, root.seq, "posted in the wrong room".into())
+        .await
+        .expect("redact");
+    let page = bob_client
+        .history(&ops, &HistoryQuery::default())
+        .await
+        .expect("history");
+    let bodies: Vec<&Body> = page.messages.iter().map(|m| &m.body).collect();
+    assert_eq!(bodies[0], &Body::Redacted);
+    assert!(matches!(bodies[1], Body::Text { reply_to: Some(r), .. } if *r == root.seq));
+    assert!(matches!(bodies[2], Body::Edit { target, .. } if *target == reply.seq));
+    assert!(matches!(bodies[3], Body::Redaction { target } if *target == root.seq));
+    assert_eq!(page.messages[2].seq, edit.seq);
+    let audit = d.client("admin").await.audit(0, 1000).await.expect("audit");
+    let entry = audit
+        .iter()
+        .find(|e| e.action == "message.redact")
+        .expect("recorded");
+    assert!(entry.detail.contains("wrong room"));
+    assert!(!audit.iter().any(|e| e.detail.contains("phishing wave")));
+}
+
+#[tokio::test]
+async fn read_markers_count_unread_and_search_stays_within_what_one_may_read() {
+    let mut d = TestDeployment::new();
+    d.add_member_as("ana", attrs("CERT-A"));
+    d.add_member_as("bob", attrs("CERT-B"));
+    d.start().await;
+    let ana = d.client("ana").await;
+    let bob = d.client("bob").await;
+    for name in ["shared", "private"] {
+        ana.create_room(room(name), String::new())
+            .await
+            .expect("room");
+    }
+    bob.join(&room("shared")).await.expect("join");
+    let mut channel = d.channel("ana").await;
+    for (i, text) in ["lateral movement seen", "beacon to c2", "LATERAL tools"]
+        .iter()
+        .enumerate()
+    {
+        channel
+            .send(&room("shared"), &format!("s{i}"), Body::text(*text))
+            .await
+            .expect("send");
+    }
+    channel
+        .send(
+            &room("private"),
+            "p",
+            Body::text("lateral movement, internal only"),
+        )
+        .await
+        .expect("send");
+    ana.share_indicators(
+        &room("shared"),
+        &ShareIndicators {
+            indicators: vec![IndicatorDraft {
+                value: "lateral.example".into(),
+                tlp: "AMBER".into(),
+                ..Default::default()
+            }],
+        },
+    )
+    .await
+    .expect("indicator");
+
+    // Unread counts, then a read marker.
+    let rooms = bob.rooms().await.expect("rooms");
+    let shared = rooms
+        .iter()
+        .find(|r| r.name == room("shared"))
+        .expect("shared");
+    assert_eq!(shared.unread, 4);
+    let after = bob.mark_read(&room("shared"), 2).await.expect("read");
+    assert_eq!(after.unread, 2);
+    let all = bob
+        .mark_read(&room("shared"), u64::MAX)
+        .await
+        .expect("read");
+    assert_eq!(all.unread, 0);
+
+    // Search: Bob finds the two shared messages, not the private room, not the TLP:AMBER
+    // indicator of another organisation.
+    let found = bob.search("lateral", None).await.expect("search");
+    let texts: Vec<String> = found
+        .iter()
+        .map(|e| match &e.body {
+            Body::Text { text, .. } => text.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(found.iter().all(|e| e.room == room("shared")));
+    let mine = ana.search("lateral", None).await.expect("search");
+    assert_eq!(mine.len(), 4, "ana reads all four: {mine:?}");
+    let err = bob.search("x", None).await.expect_err("too short");
+    assert_eq!(code(&err), Some(ErrorCode::InvalidRequest), "{err:?}");
+}
+
+#[tokio::test]
+async fn room_settings_history_for_joiners_and_invite_only() {
+    let mut d = TestDeployment::new();
+    d.add_member_as("ana", attrs("CERT-A"));
+    let bob = d.add_member_as("bob", attrs("CERT-B"));
+    d.add_member_as("cat", attrs("CERT-C"));
+    d.start().await;
+    let ana = d.client("ana").await;
+    let ops = room("ops");
+    ana.create_room(ops.clone(), String::new())
+        .await
+        .expect("room");
+    let mut channel = d.channel("ana").await;
+    channel
+        .send(&ops, "before", Body::text("said before anyone joined"))
+        .await
+        .expect("send");
+    let summary = ana
+        .update_room_settings(
+            &ops,
+            &RoomSettings {
+                topic: Some("incident 7".into()),
+                history: Some("joined".into()),
+                invite_only: Some(true),
+                retention_days: Some(90),
+            },
+        )
+        .await
+        .expect("settings");
+    assert_eq!(summary.topic, "incident 7");
+    // Only the room's admin changes settings.
+    let err = d
+        .client("cat")
+        .await
+        .update_room_settings(&ops, &RoomSettings::default())
+        .await
+        .expect_err("not the admin");
+    assert_eq!(code(&err), Some(ErrorCode::Forbidden), "{err:?}");
+
+    // Invite-only: Bob cannot join until invited.
+    let bob_client = d.client("bob").await;
+    let err = bob_client.join(&ops).await.expect_err("not invited");
+    assert_eq!(code(&err), Some(ErrorCode::Forbidden), "{err:?}");
+    ana.invite_to_room(&ops, &bob).await.expect("invite");
+    bob_client.join(&ops).await.expect("invited");
+    channel
+        .send(&ops, "after", Body::text("said after Bob joined"))
+        .await
+        .expect("send");
+
+    // History for joiners is "joined": Bob sees only what came after he joined.
+    let page = bob_client
+        .history(&ops, &HistoryQuery::default())
+        .await
+        .expect("history");
+    let texts: Vec<String> = page
+        .messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            Body::Text { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["said after Bob joined"]);
+}
