@@ -535,6 +535,18 @@ impl Client {
         self.call(request).await
     }
 
+    /// Who in the room is online, away or offline.
+    pub async fn presence(
+        &self,
+        room: &RoomName,
+    ) -> Result<Vec<escape_proto::room::Presence>, ClientError> {
+        self.call(
+            self.http
+                .get(self.url(&format!("/v1/rooms/{room}/presence"))),
+        )
+        .await
+    }
+
     /// Marks `room` read up to `seq` (clamped to the newest message).
     pub async fn mark_read(&self, room: &RoomName, seq: u64) -> Result<RoomSummary, ClientError> {
         self.call(

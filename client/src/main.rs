@@ -79,6 +79,8 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Who in a room is online, away or offline.
+    Who { room: RoomName },
     /// Mark a room read up to SEQ (default: everything).
     Read { room: RoomName, seq: Option<u64> },
     /// Find messages in the rooms you may read.
@@ -717,6 +719,23 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 &serde_json::json!({"room": room, "redacted": seq}),
                 || format!("removed {room}#{seq} for everyone"),
             );
+        }
+        Command::Who { room } => {
+            let people = client.presence(&room).await?;
+            print(json, &people, || {
+                people
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{:<8} {}  {}",
+                            format!("{:?}", p.status).to_lowercase(),
+                            output::clean(&p.name),
+                            p.member
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         }
         Command::Read { room, seq } => {
             let summary = client.mark_read(&room, seq.unwrap_or(u64::MAX)).await?;

@@ -49,6 +49,11 @@ pub enum ClientFrame {
         room: RoomName,
         indicators: Vec<crate::indicator::IndicatorDraft>,
     },
+    /// "I am typing in this room": relayed to the room's readers who are online (at most one
+    /// every two seconds per room and session is relayed).
+    Typing { room: RoomName },
+    /// Set this member's presence while connected: `online` or `away`.
+    Presence { status: crate::room::PresenceStatus },
     /// Liveness probe; answered with `pong`.
     Ping,
 }
@@ -61,6 +66,8 @@ impl ClientFrame {
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::Send { .. } => "send",
             Self::ShareIndicator { .. } => "share_indicator",
+            Self::Typing { .. } => "typing",
+            Self::Presence { .. } => "presence",
             Self::Ping => "ping",
         }
     }
@@ -71,6 +78,8 @@ const CLIENT_FRAME_TYPES: &[&str] = &[
     "unsubscribe",
     "send",
     "share_indicator",
+    "typing",
+    "presence",
     "ping",
 ];
 
@@ -217,6 +226,12 @@ pub enum ServerFrame {
     /// (Wrapped: an alert's own `id` must not be taken for the envelope's request id.)
     Alert {
         alert: crate::alert::Alert,
+    },
+    /// Another member is typing in a room this member may read.
+    Typing {
+        room: RoomName,
+        member: crate::member::MemberId,
+        name: String,
     },
     /// This member was mentioned in a room it may read (sent to all its sessions, subscribed to
     /// the room or not).

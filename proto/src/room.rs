@@ -101,6 +101,23 @@ pub struct SearchQuery {
     pub limit: Option<u32>,
 }
 
+/// Whether a member is reachable now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceStatus {
+    Online,
+    Away,
+    Offline,
+}
+
+/// One member of a room and its presence (`GET /v1/rooms/{room}/presence`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub member: crate::member::MemberId,
+    pub name: String,
+    pub status: PresenceStatus,
+}
+
 /// `PUT /v1/rooms/{room}/read`: this member has read up to `seq`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadMarker {

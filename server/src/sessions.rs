@@ -16,6 +16,8 @@ pub struct Sessions {
     next: AtomicU64,
     /// WebSocket sessions per member (the connections above include plain HTTP ones).
     websockets: Mutex<HashMap<MemberId, usize>>,
+    /// Members who said they are away (while connected).
+    away: Mutex<std::collections::HashSet<MemberId>>,
 }
 
 /// Counts one WebSocket session of a member while it lives.
@@ -40,6 +42,8 @@ impl Drop for WebSocketSlot {
             *count = count.saturating_sub(1);
             if *count == 0 {
                 open.remove(&self.member);
+                drop(open);
+                self.sessions.set_away(&self.member, false);
             }
         }
     }
@@ -94,6 +98,38 @@ impl Sessions {
             sessions: self.clone(),
             member: member.clone(),
             id,
+        }
+    }
+
+    /// Online (a live session, not away), away, or offline.
+    pub fn presence(&self, member: &MemberId) -> escape_proto::room::PresenceStatus {
+        use escape_proto::room::PresenceStatus;
+        let connected = self
+            .websockets
+            .lock()
+            .map(|w| w.get(member).copied().unwrap_or(0) > 0)
+            .unwrap_or(false);
+        if !connected {
+            PresenceStatus::Offline
+        } else if self
+            .away
+            .lock()
+            .map(|a| a.contains(member))
+            .unwrap_or(false)
+        {
+            PresenceStatus::Away
+        } else {
+            PresenceStatus::Online
+        }
+    }
+
+    pub fn set_away(&self, member: &MemberId, away: bool) {
+        if let Ok(mut set) = self.away.lock() {
+            if away {
+                set.insert(member.clone());
+            } else {
+                set.remove(member);
+            }
         }
     }
 

@@ -293,3 +293,76 @@ async fn room_settings_history_for_joiners_and_invite_only() {
         .collect();
     assert_eq!(texts, ["said after Bob joined"]);
 }
+
+#[tokio::test]
+async fn presence_and_typing_reach_only_those_who_may_read_the_room() {
+    use escape_proto::ClientFrame;
+    use escape_proto::room::PresenceStatus;
+    let mut d = TestDeployment::new();
+    d.add_member_as("ana", attrs("CERT-A"));
+    d.add_member_as("bob", attrs("CERT-B"));
+    d.add_member_as("cat", attrs("CERT-C"));
+    d.add_member_as("eve", attrs("CERT-E"));
+    d.start().await;
+    let ops = room("ops");
+    let ana = d.client("ana").await;
+    ana.create_room(ops.clone(), String::new())
+        .await
+        .expect("room");
+    for who in ["bob", "cat"] {
+        d.client(who).await.join(&ops).await.expect("join");
+    }
+    let mut bob_live = d.channel("bob").await;
+    let mut ana_live = d.channel("ana").await;
+    let status = |people: &[escape_proto::room::Presence], name: &str| {
+        people
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.status)
+            .expect("listed")
+    };
+    let people = ana.presence(&ops).await.expect("presence");
+    assert_eq!(status(&people, "bob"), PresenceStatus::Online);
+    assert_eq!(status(&people, "cat"), PresenceStatus::Offline);
+    assert!(
+        people.iter().all(|p| p.name != "eve"),
+        "eve is not in the room"
+    );
+
+    bob_live
+        .request(ClientFrame::Presence {
+            status: PresenceStatus::Away,
+        })
+        .await
+        .expect("away");
+    // The frame has no answer: ask until the change shows.
+    let mut away = false;
+    for _ in 0..50 {
+        if status(&ana.presence(&ops).await.expect("presence"), "bob") == PresenceStatus::Away {
+            away = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(away, "bob shows as away");
+    let err = d
+        .client("eve")
+        .await
+        .presence(&ops)
+        .await
+        .expect_err("not a reader");
+    assert_eq!(code(&err), Some(ErrorCode::NotAMember), "{err:?}");
+
+    // Ana types; Bob (online, a reader) is told.
+    ana_live
+        .request(ClientFrame::Typing { room: ops.clone() })
+        .await
+        .expect("typing");
+    match next_frame(&mut bob_live).await.frame {
+        ServerFrame::Typing { room, name, .. } => {
+            assert_eq!(room, ops);
+            assert_eq!(name, "ana");
+        }
+        other => panic!("expected typing, got {other:?}"),
+    }
+}

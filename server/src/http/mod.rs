@@ -12,6 +12,7 @@
 //! | `POST /v1/rooms/{room}/messages/{seq}/redact` | remove a message for everyone (sender, room admin) |
 //! | `PUT /v1/rooms/{room}/read`, `PUT .../settings`, `POST .../invitations/{member}` | read marker; room settings; invite |
 //! | `GET /v1/search?text=&room=` | messages in the rooms the member may read |
+//! | `GET /v1/rooms/{room}/presence` | members online, away or offline (readers of the room) |
 //! | `GET /v1/ws` | real-time channel (see `escape_proto::frame`) |
 //! | `POST /v1/invites` | create an invitation |
 //! | `POST /v1/applications/{id}/vouch` | vouch for an applicant |
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
             post(rooms::redact),
         )
         .route("/v1/rooms/{room}/read", put(rooms::mark_read))
+        .route("/v1/rooms/{room}/presence", get(rooms::presence))
         .route("/v1/rooms/{room}/settings", put(rooms::settings))
         .route("/v1/rooms/{room}/invitations/{member}", post(rooms::invite))
         .route("/v1/search", get(rooms::search))

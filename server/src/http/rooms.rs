@@ -316,3 +316,28 @@ pub async fn search(
     found.sort_by_key(|e| std::cmp::Reverse(e.sent_at));
     Ok(Json(found))
 }
+
+/// `GET /v1/rooms/{room}/presence`: the room's members, online, away or offline; for those
+/// who may read the room.
+pub async fn presence(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Vec<escape_proto::room::Presence>>, ApiError> {
+    let room = room_name(path)?;
+    let auth = state
+        .gate
+        .authorize::<action::ReadHistory>(&principal, room)?;
+    let mut out = Vec::new();
+    for member in state.rooms.members(auth.resource())? {
+        let Some(record) = state.registry.get(&member)? else {
+            continue;
+        };
+        out.push(escape_proto::room::Presence {
+            status: state.sessions.presence(&member),
+            name: record.name,
+            member,
+        });
+    }
+    Ok(Json(out))
+}

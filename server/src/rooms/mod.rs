@@ -446,6 +446,21 @@ impl Rooms {
         }
     }
 
+    /// The members of a room.
+    pub fn members(&self, room: &RoomName) -> Result<Vec<MemberId>, ApiError> {
+        let prefix = keys::room_members_prefix(room);
+        Ok(self
+            .store
+            .scan_prefix(&prefix, usize::MAX)?
+            .into_iter()
+            .filter_map(|(k, _)| {
+                std::str::from_utf8(&k[prefix.len()..])
+                    .ok()
+                    .and_then(|m| MemberId::parse(m).ok())
+            })
+            .collect())
+    }
+
     /// How far `member` has read `room` (0: nothing).
     pub fn read_marker(&self, room: &RoomName, member: &MemberId) -> Result<u64, ApiError> {
         let key = keys::read_marker(room, member);

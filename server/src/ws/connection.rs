@@ -121,6 +121,8 @@ pub async fn run(
         outbox.clone(),
     ));
     let mut subscriptions: Subscriptions = HashMap::new();
+    // When this session last relayed "typing" per room.
+    let mut typing = HashMap::new();
     // Half-open connections cannot pile up: a session that sends nothing for this long ends.
     let idle = tokio::time::sleep(state.limits.idle_timeout());
     tokio::pin!(idle);
@@ -216,7 +218,9 @@ pub async fn run(
             outbox: &outbox,
             in_flight: &in_flight,
         };
-        if let Err(error) = handle(context, request, &mut subscriptions, &mut acks).await {
+        if let Err(error) =
+            handle(context, request, &mut subscriptions, &mut acks, &mut typing).await
+        {
             outbox.error(id, &error).await;
         }
     }
@@ -256,6 +260,7 @@ async fn handle(
     request: ClientRequest,
     subscriptions: &mut Subscriptions,
     acks: &mut JoinSet<()>,
+    typing: &mut HashMap<RoomName, tokio::time::Instant>,
 ) -> Result<(), ApiError> {
     let Context {
         state,
@@ -364,11 +369,56 @@ async fn handle(
                 ))
                 .await;
         }
+        ClientFrame::Typing { room } => {
+            // Only someone who may write here types here; relayed at most every two seconds.
+            state
+                .gate
+                .authorize_frame::<action::Send>(&principal, room.clone(), "typing")?;
+            let now = tokio::time::Instant::now();
+            let recent = typing
+                .get(&room)
+                .is_some_and(|at| now.duration_since(*at) < std::time::Duration::from_secs(2));
+            if !recent {
+                typing.insert(room.clone(), now);
+                relay_typing(state, &principal, &room);
+            }
+        }
+        ClientFrame::Presence { status } => {
+            state.sessions.set_away(
+                principal.id(),
+                status == escape_proto::room::PresenceStatus::Away,
+            );
+        }
         ClientFrame::Ping => {
             outbox.send(ServerMessage::new(id, ServerFrame::Pong)).await;
         }
     }
     Ok(())
+}
+
+/// Tells the room's other members who may read it, and are online, that `principal` is typing.
+fn relay_typing(state: &AppState, principal: &Principal, room: &RoomName) {
+    let Ok(members) = state.rooms.members(room) else {
+        return;
+    };
+    let recipients = members
+        .into_iter()
+        .filter(|m| m != principal.id())
+        .filter(|m| state.sessions.presence(m) != escape_proto::room::PresenceStatus::Offline)
+        .filter(|m| {
+            Principal::resolve_id(&state.registry, m)
+                .is_ok_and(|p| state.gate.permits::<action::ReadHistory>(&p, room.clone()))
+        })
+        .collect();
+    state.alerts.notify(
+        recipients,
+        format!("typing-{}", uuid::Uuid::new_v4().simple()),
+        ServerFrame::Typing {
+            room: room.clone(),
+            member: principal.id().clone(),
+            name: principal.member().name.clone(),
+        },
+    );
 }
 
 /// Tells each mentioned member who may read the message now (room and label) that it was
