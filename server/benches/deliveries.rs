@@ -2,8 +2,9 @@
 //! and without it: `cargo bench -p escape-server --bench deliveries`.
 //!
 //! The path is what a subscription does for every event it owes a recipient: read the events
-//! from the room's log in batches, ask the gate whether this recipient may see each one now, and
-//! encode the event frame for the socket. "Check off" runs the same loop without the gate call,
+//! from the room's log in batches, ask the gate whether this recipient may see each one now (the
+//! room's policy, then the event's own rules: history for joiners, TLP), and encode the event
+//! frame for the socket. "Check off" runs the same loop without the gate call,
 //! to show what the check costs; the server itself has no such switch. Socket writes are left
 //! out (the load generator measures those end to end), and the store is the in-memory one so the
 //! figure is the CPU cost, not the disk's: once plain, once sealed at rest (every value opened
@@ -112,6 +113,7 @@ async fn run_on(label: &str, store: Arc<dyn Store>) {
                     if gate
                         .authorize_frame::<action::Deliver>(&recipient, room.clone(), "event")
                         .is_err()
+                        || !gate.may_read_event(&recipient, &event).expect("label")
                     {
                         continue;
                     }

@@ -5,7 +5,7 @@ use escape_client::ClientError;
 use escape_e2e::{TestDeployment, next_frame};
 use escape_proto::indicator::{IndicatorDraft, ShareIndicators};
 use escape_proto::room::{HistoryQuery, RoomSettings};
-use escape_proto::{Attributes, Body, ErrorCode, RoomName, ServerFrame};
+use escape_proto::{Body, ErrorCode, RoomName, ServerFrame};
 
 fn room(name: &str) -> RoomName {
     RoomName::parse(name).expect("room")
@@ -18,24 +18,12 @@ fn code(err: &ClientError) -> Option<ErrorCode> {
     }
 }
 
-fn attrs(organisation: &str) -> Attributes {
-    Attributes {
-        organisation: organisation.into(),
-        country: "EE".into(),
-        sector: "national-cert".into(),
-        role: "analyst".into(),
-        clearance: 1,
-        vetting: "vetted".into(),
-        clients: Vec::new(),
-    }
-}
-
 #[tokio::test]
 async fn threads_edits_redactions_and_mentions() {
     let mut d = TestDeployment::new();
-    let _ana = d.add_member_as("ana", attrs("CERT-A"));
-    let bob = d.add_member_as("bob", attrs("CERT-B"));
-    let eve = d.add_member_as("eve", attrs("CERT-E"));
+    let _ana = d.add_member_as("ana", escape_e2e::attributes("CERT-A", &[]));
+    let bob = d.add_member_as("bob", escape_e2e::attributes("CERT-B", &[]));
+    let eve = d.add_member_as("eve", escape_e2e::attributes("CERT-E", &[]));
     d.start().await;
     let ops = room("ops");
     let ana_client = d.client("ana").await;
@@ -153,8 +141,8 @@ async fn threads_edits_redactions_and_mentions() {
 #[tokio::test]
 async fn read_markers_count_unread_and_search_stays_within_what_one_may_read() {
     let mut d = TestDeployment::new();
-    d.add_member_as("ana", attrs("CERT-A"));
-    d.add_member_as("bob", attrs("CERT-B"));
+    d.add_member_as("ana", escape_e2e::attributes("CERT-A", &[]));
+    d.add_member_as("bob", escape_e2e::attributes("CERT-B", &[]));
     d.start().await;
     let ana = d.client("ana").await;
     let bob = d.client("bob").await;
@@ -231,9 +219,9 @@ async fn read_markers_count_unread_and_search_stays_within_what_one_may_read() {
 #[tokio::test]
 async fn room_settings_history_for_joiners_and_invite_only() {
     let mut d = TestDeployment::new();
-    d.add_member_as("ana", attrs("CERT-A"));
-    let bob = d.add_member_as("bob", attrs("CERT-B"));
-    d.add_member_as("cat", attrs("CERT-C"));
+    d.add_member_as("ana", escape_e2e::attributes("CERT-A", &[]));
+    let bob = d.add_member_as("bob", escape_e2e::attributes("CERT-B", &[]));
+    d.add_member_as("cat", escape_e2e::attributes("CERT-C", &[]));
     d.start().await;
     let ana = d.client("ana").await;
     let ops = room("ops");
@@ -299,10 +287,10 @@ async fn presence_and_typing_reach_only_those_who_may_read_the_room() {
     use escape_proto::ClientFrame;
     use escape_proto::room::PresenceStatus;
     let mut d = TestDeployment::new();
-    d.add_member_as("ana", attrs("CERT-A"));
-    d.add_member_as("bob", attrs("CERT-B"));
-    d.add_member_as("cat", attrs("CERT-C"));
-    d.add_member_as("eve", attrs("CERT-E"));
+    d.add_member_as("ana", escape_e2e::attributes("CERT-A", &[]));
+    d.add_member_as("bob", escape_e2e::attributes("CERT-B", &[]));
+    d.add_member_as("cat", escape_e2e::attributes("CERT-C", &[]));
+    d.add_member_as("eve", escape_e2e::attributes("CERT-E", &[]));
     d.start().await;
     let ops = room("ops");
     let ana = d.client("ana").await;

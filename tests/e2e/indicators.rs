@@ -6,22 +6,10 @@ use escape_e2e::{TestDeployment, next_frame};
 use escape_proto::indicator::{IndicatorDraft, IndicatorRecord, ShareIndicators, ShareOutcome};
 use escape_proto::room::{CreateRoom, HistoryQuery};
 use escape_proto::tlp::Tlp;
-use escape_proto::{Attributes, Body, ErrorCode, RoomName, ServerFrame};
+use escape_proto::{Body, ErrorCode, RoomName, ServerFrame};
 
 fn room(name: &str) -> RoomName {
     RoomName::parse(name).expect("room")
-}
-
-fn attributes(organisation: &str, clients: &[&str]) -> Attributes {
-    Attributes {
-        organisation: organisation.into(),
-        country: "EE".into(),
-        sector: "national-cert".into(),
-        role: "analyst".into(),
-        clearance: 1,
-        vetting: "vetted".into(),
-        clients: clients.iter().map(|c| (*c).to_owned()).collect(),
-    }
 }
 
 fn draft(value: &str, tlp: &str) -> IndicatorDraft {
@@ -72,7 +60,7 @@ async fn intel_room(d: &TestDeployment, owner: &str, members: &[&str]) -> RoomNa
 #[tokio::test]
 async fn indicators_are_validated_normalised_and_reported_one_by_one() {
     let mut d = TestDeployment::new();
-    d.add_member_as("ana", attributes("CERT-A", &[]));
+    d.add_member_as("ana", escape_e2e::attributes("CERT-A", &[]));
     d.start().await;
     let r = intel_room(&d, "ana", &[]).await;
     let ana = d.client("ana").await;
@@ -166,11 +154,11 @@ async fn indicators_are_validated_normalised_and_reported_one_by_one() {
 #[tokio::test]
 async fn tlp_decides_who_reads_each_label_on_every_read_path() {
     let mut d = TestDeployment::new();
-    d.add_member_as("ana", attributes("CERT-A", &["MINISTRY-A"]));
-    d.add_member_as("ari", attributes("CERT-A", &[]));
-    d.add_member_as("bob", attributes("CERT-B", &[]));
-    d.add_member_as("min", attributes("MINISTRY-A", &[]));
-    d.add_member_as("cat", attributes("CERT-C", &[]));
+    d.add_member_as("ana", escape_e2e::attributes("CERT-A", &["MINISTRY-A"]));
+    d.add_member_as("ari", escape_e2e::attributes("CERT-A", &[]));
+    d.add_member_as("bob", escape_e2e::attributes("CERT-B", &[]));
+    d.add_member_as("min", escape_e2e::attributes("MINISTRY-A", &[]));
+    d.add_member_as("cat", escape_e2e::attributes("CERT-C", &[]));
     d.start().await;
     let r = intel_room(&d, "ana", &["ari", "bob", "min"]).await;
 
@@ -268,9 +256,9 @@ async fn tlp_decides_who_reads_each_label_on_every_read_path() {
 #[tokio::test]
 async fn tlp_red_cannot_leave_its_room_by_any_path() {
     let mut d = TestDeployment::new();
-    d.add_member_as("ana", attributes("CERT-A", &[]));
-    d.add_member_as("ari", attributes("CERT-A", &[]));
-    d.add_member_as("cat", attributes("CERT-C", &[]));
+    d.add_member_as("ana", escape_e2e::attributes("CERT-A", &[]));
+    d.add_member_as("ari", escape_e2e::attributes("CERT-A", &[]));
+    d.add_member_as("cat", escape_e2e::attributes("CERT-C", &[]));
     d.start().await;
     let r = intel_room(&d, "ana", &["ari"]).await;
     let elsewhere = room("elsewhere");
@@ -339,10 +327,10 @@ async fn tlp_red_cannot_leave_its_room_by_any_path() {
 #[tokio::test]
 async fn only_the_sharer_relabels_and_a_wider_label_reaches_more_members() {
     let mut d = TestDeployment::new();
-    d.add_member_as("ana", attributes("CERT-A", &[]));
-    d.add_member_as("ari", attributes("CERT-A", &[]));
-    d.add_member_as("bob", attributes("CERT-B", &[]));
-    d.add_member_as("late", attributes("CERT-L", &[]));
+    d.add_member_as("ana", escape_e2e::attributes("CERT-A", &[]));
+    d.add_member_as("ari", escape_e2e::attributes("CERT-A", &[]));
+    d.add_member_as("bob", escape_e2e::attributes("CERT-B", &[]));
+    d.add_member_as("late", escape_e2e::attributes("CERT-L", &[]));
     d.start().await;
     let r = intel_room(&d, "ana", &["ari", "bob"]).await;
     let ana = d.client("ana").await;
@@ -417,8 +405,8 @@ async fn only_the_sharer_relabels_and_a_wider_label_reaches_more_members() {
 #[tokio::test]
 async fn the_same_value_is_correlated_across_readable_rooms_and_sightings_count() {
     let mut d = TestDeployment::new();
-    d.add_member_as("ana", attributes("CERT-A", &[]));
-    d.add_member_as("bob", attributes("CERT-B", &[]));
+    d.add_member_as("ana", escape_e2e::attributes("CERT-A", &[]));
+    d.add_member_as("bob", escape_e2e::attributes("CERT-B", &[]));
     d.start().await;
     let ana = d.client("ana").await;
     let bob = d.client("bob").await;
@@ -466,7 +454,7 @@ async fn the_same_value_is_correlated_across_readable_rooms_and_sightings_count(
 #[tokio::test]
 async fn a_room_exports_as_a_stix_bundle_that_imports_elsewhere() {
     let mut d = TestDeployment::new();
-    d.add_member_as("ana", attributes("CERT-A", &[]));
+    d.add_member_as("ana", escape_e2e::attributes("CERT-A", &[]));
     d.start().await;
     let r = intel_room(&d, "ana", &[]).await;
     let ana = d.client("ana").await;

@@ -5,21 +5,9 @@
 
 use escape_e2e::TestDeployment;
 use escape_e2e::taxii_tools::{self, PemFiles};
+use escape_proto::RoomName;
 use escape_proto::indicator::{IndicatorDraft, ShareIndicators};
 use escape_proto::room::CreateRoom;
-use escape_proto::{Attributes, RoomName};
-
-fn attributes(organisation: &str) -> Attributes {
-    Attributes {
-        organisation: organisation.into(),
-        country: "EE".into(),
-        sector: "national-cert".into(),
-        role: "analyst".into(),
-        clearance: 1,
-        vetting: "vetted".into(),
-        clients: Vec::new(),
-    }
-}
 
 fn draft(value: &str, tlp: &str) -> IndicatorDraft {
     IndicatorDraft {
@@ -56,8 +44,8 @@ fn collection<'a>(read: &'a serde_json::Value, title: &str) -> Option<&'a serde_
 
 async fn deployment() -> (TestDeployment, RoomName) {
     let mut d = TestDeployment::new();
-    d.add_member_as("ana", attributes("CERT-A"));
-    d.add_member_as("bob", attributes("CERT-B"));
+    d.add_member_as("ana", escape_e2e::attributes("CERT-A", &[]));
+    d.add_member_as("bob", escape_e2e::attributes("CERT-B", &[]));
     d.start().await;
     let intel = RoomName::parse("intel").expect("room");
     let mut request = CreateRoom::new(intel.clone(), "");

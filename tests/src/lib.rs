@@ -35,6 +35,20 @@ pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>)
     }
 }
 
+/// A vetted analyst of `organisation` (country EE, sector national-cert, clearance 1), declaring
+/// `clients` for TLP:AMBER.
+pub fn attributes(organisation: &str, clients: &[&str]) -> Attributes {
+    Attributes {
+        organisation: organisation.into(),
+        country: "EE".into(),
+        sector: "national-cert".into(),
+        role: "analyst".into(),
+        clearance: 1,
+        vetting: "vetted".into(),
+        clients: clients.iter().map(|c| (*c).to_owned()).collect(),
+    }
+}
+
 /// A deployment in a temporary dir and, while started, its server.
 #[derive(Debug)]
 pub struct TestDeployment {

@@ -551,6 +551,29 @@ fn envelope(page: &[&Entry], next: Option<u64>) -> Value {
     body
 }
 
+/// What every listing starts from: the checks, the filters, and the room's entries.
+fn listing(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    root: &str,
+    id: &str,
+    query: Option<&str>,
+) -> Result<(Vec<Entry>, Filters), TaxiiError> {
+    accepts(headers)?;
+    check_root(root)?;
+    let f = filters(query)?;
+    let (room, _) = find_room(state, principal, id)?;
+    Ok((entries(state, principal, &room)?, f))
+}
+
+/// A TAXII answer for one page, with the date headers of what it holds.
+fn page_response(body: Value, page: &[&Entry]) -> Response {
+    let mut response = taxii(StatusCode::OK, body);
+    date_headers(&mut response, page);
+    response
+}
+
 async fn objects(
     State(state): State<AppState>,
     principal: Principal,
@@ -558,16 +581,10 @@ async fn objects(
     Path((root, id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Taxii {
-    accepts(&headers)?;
-    check_root(&root)?;
-    let f = filters(query.as_deref())?;
-    let (room, _) = find_room(&state, &principal, &id)?;
-    let all = entries(&state, &principal, &room)?;
+    let (all, f) = listing(&state, &principal, &headers, &root, &id, query.as_deref())?;
     let selected = select(&all, &f, "last");
     let (page, next) = page(&selected, &f);
-    let mut response = taxii(StatusCode::OK, envelope(&page, next));
-    date_headers(&mut response, &page);
-    Ok(response)
+    Ok(page_response(envelope(&page, next), &page))
 }
 
 async fn object(
@@ -577,20 +594,14 @@ async fn object(
     Path((root, id, object)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> Taxii {
-    accepts(&headers)?;
-    check_root(&root)?;
-    let mut f = filters(query.as_deref())?;
-    let (room, _) = find_room(&state, &principal, &id)?;
+    let (all, mut f) = listing(&state, &principal, &headers, &root, &id, query.as_deref())?;
     f.ids = vec![object.clone()];
-    let all = entries(&state, &principal, &room)?;
     let selected = select(&all, &f, "last");
     if selected.is_empty() {
         return Err(TaxiiError::not_found(format!("no object {object} here")));
     }
     let (page, next) = page(&selected, &f);
-    let mut response = taxii(StatusCode::OK, envelope(&page, next));
-    date_headers(&mut response, &page);
-    Ok(response)
+    Ok(page_response(envelope(&page, next), &page))
 }
 
 async fn versions(
@@ -600,15 +611,11 @@ async fn versions(
     Path((root, id, object)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> Taxii {
-    accepts(&headers)?;
-    check_root(&root)?;
-    let mut f = filters(query.as_deref())?;
-    let (room, _) = find_room(&state, &principal, &id)?;
+    let (all, mut f) = listing(&state, &principal, &headers, &root, &id, query.as_deref())?;
     f.ids = vec![object.clone()];
     if f.versions.is_empty() {
         f.versions = vec!["all".into()];
     }
-    let all = entries(&state, &principal, &room)?;
     let selected = select(&all, &f, "all");
     if selected.is_empty() {
         return Err(TaxiiError::not_found(format!("no object {object} here")));
@@ -621,9 +628,7 @@ async fn versions(
     if let Some(next) = next {
         body["next"] = json!(next.to_string());
     }
-    let mut response = taxii(StatusCode::OK, body);
-    date_headers(&mut response, &page);
-    Ok(response)
+    Ok(page_response(body, &page))
 }
 
 async fn manifest(
@@ -633,11 +638,7 @@ async fn manifest(
     Path((root, id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Taxii {
-    accepts(&headers)?;
-    check_root(&root)?;
-    let f = filters(query.as_deref())?;
-    let (room, _) = find_room(&state, &principal, &id)?;
-    let all = entries(&state, &principal, &room)?;
+    let (all, f) = listing(&state, &principal, &headers, &root, &id, query.as_deref())?;
     let selected = select(&all, &f, "last");
     let (page, next) = page(&selected, &f);
     let mut body = json!({
@@ -652,9 +653,7 @@ async fn manifest(
     if let Some(next) = next {
         body["next"] = json!(next.to_string());
     }
-    let mut response = taxii(StatusCode::OK, body);
-    date_headers(&mut response, &page);
-    Ok(response)
+    Ok(page_response(body, &page))
 }
 
 async fn add_objects(
