@@ -196,6 +196,15 @@ async fn the_label_narrows_the_audience_and_cedar_conditions_are_validated() {
         .expect_err("unknown attribute");
     assert_eq!(code(&err), Some(ErrorCode::InvalidRequest), "{err:?}");
     let err = ada
+        .send_alert(&alert(
+            "principal.sector == \"x\" }; permit(principal, action, resource) when { true",
+            "CLEAR",
+            true,
+        ))
+        .await
+        .expect_err("no policies smuggled in");
+    assert_eq!(code(&err), Some(ErrorCode::InvalidRequest), "{err:?}");
+    let err = ada
         .send_alert(&alert("colour=red", "CLEAR", true))
         .await
         .expect_err("unknown attribute");

@@ -126,6 +126,13 @@ impl Alerts {
         let set = policy.compile(&format!(
             "permit(principal, action == Action::\"receive_alert\", resource)\nwhen {{ {condition} }};"
         ))?;
+        // One condition, one policy: a `to` that closes the clause and adds policies of its own
+        // is refused rather than evaluated.
+        if set.policies().count() != 1 || set.templates().count() != 0 {
+            return Err(ApiError::invalid(
+                "to: one condition on principal, not policies",
+            ));
+        }
         let mut audience = Vec::new();
         for member in self.registry.all()? {
             if member.status != MemberStatus::Active || member.id == sender.id {
