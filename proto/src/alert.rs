@@ -90,6 +90,9 @@ pub struct AlertReport {
     pub alert: Option<Alert>,
     /// The audience expression as Cedar evaluated it.
     pub condition: String,
+    /// How many members it reaches.
+    pub audience_size: usize,
+    /// Those of them the directory shows the sender.
     pub audience: Vec<Recipient>,
 }
 
@@ -106,6 +109,22 @@ pub fn audience_condition(to: &str) -> Result<String, String> {
     let to = to.trim();
     if to.is_empty() {
         return Err("to: give an audience (for example sector=energy,country=KE|UG)".into());
+    }
+    if to.len() > 1024 {
+        return Err("to: at most 1024 characters".into());
+    }
+    let mut depth = 0usize;
+    for c in to.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > 16 {
+                    return Err("to: nested too deeply".into());
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
     }
     if to.contains("principal.") {
         return Ok(to.to_owned());
@@ -185,5 +204,16 @@ mod tests {
         assert!(audience_condition("colour=red").is_err());
         assert!(audience_condition("sector=\"x\" || true").is_err());
         assert!(audience_condition("").is_err());
+        assert!(
+            audience_condition(&format!("principal.sector == \"{}\"", "x".repeat(2000))).is_err()
+        );
+        assert!(
+            audience_condition(&format!(
+                "principal.clearance > {}1{}",
+                "(".repeat(40),
+                ")".repeat(40)
+            ))
+            .is_err()
+        );
     }
 }

@@ -16,6 +16,8 @@ pub enum Kind {
     Send,
     Join,
     Alert,
+    /// Typing notices: one a second, over all rooms and sessions of a member.
+    Typing,
 }
 
 #[derive(Debug)]
@@ -54,6 +56,7 @@ impl Flood {
                 f64::from(l.alerts_per_minute) / 60.0,
                 f64::from(l.alerts_per_minute.max(1)),
             ),
+            Kind::Typing => (1.0, 3.0),
         }
     }
 
@@ -90,6 +93,7 @@ impl Flood {
                 Kind::Send => "you are sending faster than this server allows",
                 Kind::Join => "you are joining rooms faster than this server allows",
                 Kind::Alert => "you are sending alerts faster than this server allows",
+                Kind::Typing => "typing notices are limited to one a second",
             },
             wait,
         ))

@@ -129,6 +129,21 @@ async fn threads_edits_redactions_and_mentions() {
     assert!(matches!(bodies[2], Body::Edit { target, .. } if *target == reply.seq));
     assert!(matches!(bodies[3], Body::Redaction { target } if *target == root.seq));
     assert_eq!(page.messages[2].seq, edit.seq);
+    // Removing a message removes its edits too.
+    ana_client
+        .redact(&ops, reply.seq, "superseded".into())
+        .await
+        .expect("redact reply");
+    let page = bob_client
+        .history(&ops, &HistoryQuery::default())
+        .await
+        .expect("history");
+    assert_eq!(page.messages[1].body, Body::Redacted);
+    assert_eq!(
+        page.messages[2].body,
+        Body::Redacted,
+        "the edit went with it"
+    );
     let audit = d.client("admin").await.audit(0, 1000).await.expect("audit");
     let entry = audit
         .iter()
@@ -136,6 +151,8 @@ async fn threads_edits_redactions_and_mentions() {
         .expect("recorded");
     assert!(entry.detail.contains("wrong room"));
     assert!(!audit.iter().any(|e| e.detail.contains("phishing wave")));
+    let found = bob_client.search("kit", None).await.expect("search");
+    assert!(found.is_empty(), "removed words are not found: {found:?}");
 }
 
 #[tokio::test]

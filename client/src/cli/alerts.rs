@@ -65,14 +65,20 @@ pub async fn run(client: &Client, json: bool, command: Command) -> Result<(), Cl
                 match &report.alert {
                     Some(alert) => out.push(format!(
                         "sent {} to {} member(s); follow with: escape alert status {}",
-                        alert.id,
-                        report.audience.len(),
-                        alert.id
+                        alert.id, report.audience_size, alert.id
                     )),
                     None => {
                         out.push(format!(
-                            "dry run: {} member(s) would receive it",
-                            report.audience.len()
+                            "dry run: {} member(s) would receive it{}",
+                            report.audience_size,
+                            if report.audience.len() < report.audience_size {
+                                format!(
+                                    " ({} shown; the others are not in your directory)",
+                                    report.audience.len()
+                                )
+                            } else {
+                                String::new()
+                            }
                         ));
                         out.extend(report.audience.iter().map(|r| format!("  {}", who(r))));
                     }

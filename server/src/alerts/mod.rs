@@ -37,8 +37,9 @@ const MAX_TEXT: usize = 4096;
 #[derive(Debug)]
 pub struct Delivery {
     pub recipients: HashSet<MemberId>,
-    /// Sent once per session: a session that already has it (from its backlog) skips it.
-    pub key: String,
+    /// For alerts: sent once per session (a session that already has it from its backlog
+    /// skips it). Passing notices (mentions, typing) have none and are not remembered.
+    pub key: Option<String>,
     pub frame: escape_proto::ServerFrame,
 }
 
@@ -105,10 +106,11 @@ impl Alerts {
     /// Resolves the audience and, unless it is a dry run, sends.
     pub fn send(
         &self,
-        policy: &PolicyEngine,
+        gate: &crate::gate::Gate,
         auth: &Authorized<action::SendAlert>,
         request: SendAlert,
     ) -> Result<AlertReport, ApiError> {
+        let policy: &PolicyEngine = gate.policy();
         let sender = auth.principal().member();
         let tlp = Tlp::parse(&request.tlp).ok_or_else(|| {
             ApiError::invalid("tlp: one of CLEAR, GREEN, AMBER, AMBER+STRICT, RED")
@@ -133,28 +135,40 @@ impl Alerts {
                 "to: one condition on principal, not policies",
             ));
         }
+        // The deployment's policy has its say on who may receive alerts at all.
+        let deployment = policy.deployment_set()?;
         let mut audience = Vec::new();
         for member in self.registry.all()? {
             if member.status != MemberStatus::Active || member.id == sender.id {
                 continue;
             }
-            if policy.evaluate(
-                &member,
-                "receive_alert",
-                &Target::Deployment,
-                "alert",
-                &set,
-                None,
-            )? && tlp_reaches(tlp, sender, &member)
-            {
+            let receives = |set: &cedar_policy::PolicySet| {
+                policy.evaluate(
+                    &member,
+                    "receive_alert",
+                    &Target::Deployment,
+                    "alert",
+                    set,
+                    None,
+                )
+            };
+            if receives(&set)? && receives(&deployment)? && tlp_reaches(tlp, sender, &member) {
                 audience.push(member);
             }
         }
-        let recipients: Vec<Recipient> = audience.iter().map(|m| recipient(m, None)).collect();
+        // The sender learns the size of the audience; names only of members the directory
+        // would show it.
+        let recipients: Vec<Recipient> = audience
+            .iter()
+            .filter(|m| gate.permits::<action::SeeMember>(auth.principal(), m.id.clone()))
+            .map(|m| recipient(m, None))
+            .collect();
+        let audience_size = audience.len();
         if request.dry_run {
             return Ok(AlertReport {
                 alert: None,
                 condition,
+                audience_size,
                 audience: recipients,
             });
         }
@@ -189,7 +203,7 @@ impl Alerts {
         // No live session listening is fine: they get it on connect.
         let _ = self.hub.send(Arc::new(Delivery {
             recipients: record.recipients.iter().cloned().collect(),
-            key: alert.id.clone(),
+            key: Some(alert.id.clone()),
             frame: escape_proto::ServerFrame::Alert {
                 alert: alert.clone(),
             },
@@ -197,21 +211,17 @@ impl Alerts {
         Ok(AlertReport {
             alert: Some(alert),
             condition,
+            audience_size,
             audience: recipients,
         })
     }
 
     /// Sends a frame to the live sessions of `recipients` (not kept for offline ones).
-    pub fn notify(
-        &self,
-        recipients: HashSet<MemberId>,
-        key: String,
-        frame: escape_proto::ServerFrame,
-    ) {
+    pub fn notify(&self, recipients: HashSet<MemberId>, frame: escape_proto::ServerFrame) {
         if !recipients.is_empty() {
             let _ = self.hub.send(Arc::new(Delivery {
                 recipients,
-                key,
+                key: None,
                 frame,
             }));
         }

@@ -21,12 +21,11 @@ pub async fn send(
         .gate
         .authorize::<action::SendAlert>(&principal, Deployment)?;
     let dry_run = request.dry_run;
-    if !dry_run {
-        state
-            .flood
-            .check(principal.id(), crate::flood::Kind::Alert)?;
-    }
-    let report = state.alerts.send(state.gate.policy(), &auth, request)?;
+    // Dry runs too: each one reveals how many members match a condition.
+    state
+        .flood
+        .check(principal.id(), crate::flood::Kind::Alert)?;
+    let report = state.alerts.send(&state.gate, &auth, request)?;
     if let Some(alert) = &report.alert {
         state.audit.record(
             Some(principal.id()),
@@ -36,7 +35,7 @@ pub async fn send(
                 "{} {} to {} member(s): {}",
                 alert.tlp,
                 alert.severity.as_str(),
-                report.audience.len(),
+                report.audience_size,
                 report.condition
             ),
         );

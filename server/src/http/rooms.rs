@@ -228,13 +228,14 @@ pub async fn redact(
             .authorize::<action::ManageRoom>(&principal, room.clone())?;
     }
     let appended = state.rooms.redact(&auth, seq)?;
-    state.rooms.durable(&room, appended.seq).await?;
+    // Recorded as soon as the content is gone, whether or not the notice becomes durable in time.
     state.audit.record(
         Some(principal.id()),
         "message.redact",
         room.as_str(),
         format!("#{seq} sent by {sender}: {}", reason.reason.trim()),
     );
+    state.rooms.durable(&room, appended.seq).await?;
     Ok(Json(
         serde_json::json!({"room": room, "redacted": seq, "seq": appended.seq}),
     ))

@@ -230,7 +230,15 @@ impl Rooms {
                 format!("{member} is not a member of {room}"),
             ));
         }
-        self.end_membership(room, member)
+        self.end_membership(room, member)?;
+        // Removed means removed: an invitation to an invite-only room does not survive it.
+        let mut record = self.record(room)?;
+        if let Some(at) = record.invited.iter().position(|m| m == member) {
+            record.invited.remove(at);
+            self.store
+                .put(&keys::room(room), &value::encode(&record)?)?;
+        }
+        Ok(())
     }
 
     /// Deletes both membership records and marks the room's file key for rotation, under the
@@ -343,6 +351,13 @@ impl Rooms {
             .first()
             .and_then(|(k, _)| keys::seq_of_message_key(k))
             .unwrap_or(0);
+        // Retention may have deleted the newest messages too: the recorded last sequence keeps
+        // numbers from ever being handed out twice.
+        let recorded: u64 = match self.store.get(&keys::room_last(room))? {
+            Some(bytes) => value::decode(&keys::room_last(room), &bytes)?,
+            None => 0,
+        };
+        let last = last.max(recorded);
         let log = Arc::new(RoomLog {
             last: Mutex::new(last),
             durable: Arc::new(DurableHead::new(last)),
@@ -507,6 +522,11 @@ impl Rooms {
             record.history = Some(history);
         }
         if let Some(days) = settings.retention_days {
+            if days > 36_500 {
+                return Err(ApiError::invalid(
+                    "retention_days: at most 36500 (0 keeps messages)",
+                ));
+            }
             record.retention_days = (days > 0).then_some(days);
         }
         if let Some(invite_only) = settings.invite_only {
@@ -526,7 +546,9 @@ impl Rooms {
             let Some(days) = record.retention_days.filter(|d| *d > 0) else {
                 continue;
             };
-            let cutoff = now - time::Duration::days(i64::from(days));
+            let Some(cutoff) = now.checked_sub(time::Duration::days(i64::from(days))) else {
+                continue;
+            };
             loop {
                 let old: Vec<Vec<u8>> = self
                     .store
@@ -594,18 +616,44 @@ impl Rooms {
             ));
         };
         let mut event: Event = value::decode(&key, &bytes)?;
-        if matches!(event.body, Body::Redacted | Body::Redaction { .. }) {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!("{room}#{seq} is already removed"),
-            ));
+        match event.body {
+            Body::Redacted | Body::Redaction { .. } => {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("{room}#{seq} is already removed"),
+                ));
+            }
+            Body::File { .. } | Body::Indicator(_) => {
+                return Err(ApiError::invalid(
+                    "files and indicators are not removed as messages (relabel an indicator; a file stays with its key)",
+                ));
+            }
+            _ => {}
         }
+        // The message, and every edit of it: none of its words stay readable.
+        let mut batch = Batch::default();
         event.body = Body::Redacted;
-        self.store.put(&key, &value::encode(&event)?)?;
+        batch.put(key, value::encode(&event)?);
+        let head = self.durable_head(room)?;
+        let mut next = seq + 1;
+        while next <= head {
+            let events = self.read_range(room, next, head, 512)?;
+            let Some(last) = events.last() else {
+                break;
+            };
+            next = last.seq + 1;
+            for mut later in events {
+                if matches!(later.body, Body::Edit { target, .. } if target == seq) {
+                    later.body = Body::Redacted;
+                    batch.put(keys::message(room, later.seq), value::encode(&later)?);
+                }
+            }
+        }
+        self.store.apply(batch)?;
         self.append_as(
             room,
             auth.principal().member(),
-            format!("redact-{seq}"),
+            format!("server-redaction-{}", uuid::Uuid::new_v4().simple()),
             Body::Redaction { target: seq },
         )
     }
@@ -719,7 +767,8 @@ impl Rooms {
         let mut batch = Batch::default();
         batch
             .put(keys::message(room, seq), value::encode(&event)?)
-            .put(idempotency_key, value::encode(&seq)?);
+            .put(idempotency_key, value::encode(&seq)?)
+            .put(keys::room_last(room), value::encode(&seq)?);
         self.store.apply(batch)?;
         *last = seq;
         drop(last);
@@ -896,6 +945,12 @@ mod tests {
         );
         let left = rooms.read_range(&room(), 1, 10, 10).expect("read");
         assert!(left.is_empty());
+        // After a restart with every message gone, sequences still continue.
+        let (reopened, _task) = Rooms::new(rooms.store.clone(), Limits::default());
+        let next = reopened
+            .append(&send, "after".into(), Body::text("y"))
+            .expect("append");
+        assert_eq!(next.seq, 4);
     }
 
     #[tokio::test]

@@ -221,6 +221,11 @@ pub fn alert_acks_prefix(id: &str) -> Vec<u8> {
     join(&[b"alert-ack/", id.as_bytes(), b"/"])
 }
 
+/// The last sequence a room handed out (kept when retention deletes its messages).
+pub fn room_last(room: &RoomName) -> Vec<u8> {
+    join(&[b"room-last/", room.as_str().as_bytes()])
+}
+
 /// How far a member has read a room.
 pub fn read_marker(room: &RoomName, member: &MemberId) -> Vec<u8> {
     join(&[
@@ -251,6 +256,7 @@ const ROOM_SCOPED_PREFIXES: &[&[u8]] = &[
     b"file/",
     b"ioc-latest/",
     b"read-marker/",
+    b"room-last/",
 ];
 
 /// The room a key belongs to, for choosing its data key; `None` for deployment-wide keys.

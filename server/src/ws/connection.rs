@@ -378,7 +378,12 @@ async fn handle(
             let recent = typing
                 .get(&room)
                 .is_some_and(|at| now.duration_since(*at) < std::time::Duration::from_secs(2));
-            if !recent {
+            if !recent
+                && state
+                    .flood
+                    .check(principal.id(), crate::flood::Kind::Typing)
+                    .is_ok()
+            {
                 typing.insert(room.clone(), now);
                 relay_typing(state, &principal, &room);
             }
@@ -412,7 +417,6 @@ fn relay_typing(state: &AppState, principal: &Principal, room: &RoomName) {
         .collect();
     state.alerts.notify(
         recipients,
-        format!("typing-{}", uuid::Uuid::new_v4().simple()),
         ServerFrame::Typing {
             room: room.clone(),
             member: principal.id().clone(),
@@ -443,7 +447,6 @@ fn notify_mentions(state: &AppState, room: &RoomName, seq: u64, mentions: &[Memb
         .collect();
     state.alerts.notify(
         recipients,
-        format!("mention-{room}-{seq}"),
         ServerFrame::Mention {
             room: room.clone(),
             seq,
@@ -490,7 +493,10 @@ async fn deliver_alerts(state: AppState, member: MemberId, outbox: Outbox) {
                 // Current status, read now: a member suspended since gets nothing more.
                 if delivery.recipients.contains(&member)
                     && Principal::resolve_id(&state.registry, &member).is_ok()
-                    && sent.insert(delivery.key.clone())
+                    && delivery
+                        .key
+                        .as_ref()
+                        .is_none_or(|key| sent.insert(key.clone()))
                     && !outbox
                         .send(ServerMessage::new(None, delivery.frame.clone()))
                         .await
