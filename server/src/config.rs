@@ -204,6 +204,8 @@ pub struct Limits {
     pub alerts_per_minute: u32,
     /// WebSocket sessions one member may hold open at once.
     pub connections_per_member: usize,
+    /// Frames one WebSocket connection may send in a second, whatever they are.
+    pub frames_per_second: u32,
     /// A WebSocket session that sends nothing (not even a ping) for this long is closed.
     pub idle_timeout_ms: u64,
 }
@@ -229,6 +231,7 @@ impl Default for Limits {
             joins_per_minute: 30,
             alerts_per_minute: 10,
             connections_per_member: 16,
+            frames_per_second: 200,
             idle_timeout_ms: 300_000,
         }
     }

@@ -62,7 +62,14 @@ impl Flood {
 
     /// Takes one token for `member`, or says how long to wait.
     pub fn check(&self, member: &MemberId, kind: Kind) -> Result<(), ApiError> {
+        self.check_n(member, kind, 1)
+    }
+
+    /// Takes `cost` tokens (at most a full burst: a request as large as the burst waits for a
+    /// full bucket, never forever).
+    pub fn check_n(&self, member: &MemberId, kind: Kind, cost: u32) -> Result<(), ApiError> {
         let (rate, burst) = self.shape(kind);
+        let cost = f64::from(cost.max(1)).min(burst);
         let now = Instant::now();
         let mut buckets = self
             .buckets
@@ -79,12 +86,12 @@ impl Flood {
         bucket.tokens =
             (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
         bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
             return Ok(());
         }
         let wait = if rate > 0.0 {
-            Duration::from_secs_f64((1.0 - bucket.tokens) / rate)
+            Duration::from_secs_f64((cost - bucket.tokens) / rate)
         } else {
             Duration::from_secs(3600)
         };

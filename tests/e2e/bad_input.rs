@@ -210,6 +210,7 @@ async fn a_reader_that_does_not_read_is_disconnected_and_resumes_later_without_l
     // This test floods on purpose; flood control is tested in flood.rs.
     d.limits.sends_per_second = 100_000;
     d.limits.send_burst = 100_000;
+    d.limits.frames_per_second = 100_000;
     d.start().await;
     d.client("admin")
         .await

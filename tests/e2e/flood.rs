@@ -86,3 +86,30 @@ async fn sessions_per_member_are_capped_and_quiet_sessions_time_out() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     Channel::connect(&client).await.expect("room for another");
 }
+
+#[tokio::test]
+async fn one_connection_cannot_flood_frames() {
+    let mut d = TestDeployment::new();
+    d.limits.frames_per_second = 5;
+    d.start().await;
+    let mut channel = d.channel("admin").await;
+    for _ in 0..8 {
+        channel
+            .request(escape_proto::ClientFrame::Ping)
+            .await
+            .expect("write");
+    }
+    let mut pongs = 0;
+    let mut limited = 0;
+    for _ in 0..8 {
+        match next_frame(&mut channel).await.frame {
+            ServerFrame::Pong => pongs += 1,
+            ServerFrame::Error { code, .. } => {
+                assert_eq!(code, ErrorCode::RateLimited);
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((pongs, limited), (5, 3));
+}

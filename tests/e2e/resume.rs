@@ -67,6 +67,7 @@ async fn subscribing_while_messages_are_being_sent_leaves_no_gap_and_no_duplicat
     // Sends as fast as it can on purpose; flood control is tested in flood.rs.
     d.limits.sends_per_second = 100_000;
     d.limits.send_burst = 100_000;
+    d.limits.frames_per_second = 100_000;
     d.add_member("alice", "CERT-A");
     d.add_member("bob", "CERT-B");
     d.start().await;

@@ -19,6 +19,11 @@ use crate::identity::Principal;
 use crate::indicators;
 use crate::state::AppState;
 
+/// What a bulk share costs against the member's send budget: one, and one more per hundred.
+pub(crate) fn bulk_cost(items: usize) -> u32 {
+    u32::try_from(1 + items / 100).unwrap_or(u32::MAX)
+}
+
 /// Requests that carry many indicators (bulk shares, bundles) may be this large.
 pub(crate) const MAX_BULK_BYTES: usize = 8 * 1024 * 1024;
 
@@ -54,9 +59,11 @@ pub async fn share(
     let auth = state
         .gate
         .authorize::<action::ShareIndicator>(&principal, room(&raw)?)?;
-    state
-        .flood
-        .check(principal.id(), crate::flood::Kind::Send)?;
+    state.flood.check_n(
+        principal.id(),
+        crate::flood::Kind::Send,
+        bulk_cost(request.indicators.len()),
+    )?;
     let report = indicators::share(&state, &auth, request.indicators).await?;
     audit_share(&state, &principal, auth.resource(), &report);
     Ok(Json(report))
@@ -224,6 +231,10 @@ pub async fn import(
     let auth = state
         .gate
         .authorize::<action::ShareIndicator>(&principal, room(&raw)?)?;
+    let objects = document["objects"].as_array().map_or(0, Vec::len);
+    state
+        .flood
+        .check_n(principal.id(), crate::flood::Kind::Send, bulk_cost(objects))?;
     let report = import_objects(&state, &auth, &document, default_tlp).await?;
     audit_share(&state, &principal, auth.resource(), &report);
     Ok(Json(report))

@@ -114,6 +114,9 @@ pub struct Appended {
 pub struct Rooms {
     store: Arc<dyn Store>,
     logs: Mutex<HashMap<RoomName, Arc<RoomLog>>>,
+    /// Serialises changes to room records (settings, invitations), so two admins changing a
+    /// room at once cannot undo each other's change.
+    records: Mutex<()>,
     committer: Committer,
     limits: Limits,
 }
@@ -128,6 +131,7 @@ impl Rooms {
         let rooms = Self {
             store,
             logs: Mutex::new(HashMap::new()),
+            records: Mutex::new(()),
             committer,
             limits,
         };
@@ -232,6 +236,7 @@ impl Rooms {
         }
         self.end_membership(room, member)?;
         // Removed means removed: an invitation to an invite-only room does not survive it.
+        let _records = self.records.lock().map_err(|_| lock_poisoned())?;
         let mut record = self.record(room)?;
         if let Some(at) = record.invited.iter().position(|m| m == member) {
             record.invited.remove(at);
@@ -506,6 +511,7 @@ impl Rooms {
         settings: escape_proto::room::RoomSettings,
     ) -> Result<RoomSummary, ApiError> {
         let room = auth.resource();
+        let _records = self.records.lock().map_err(|_| lock_poisoned())?;
         let mut record = self.record(room)?;
         if let Some(topic) = settings.topic {
             if topic.len() > 512 || topic.chars().any(char::is_control) {
@@ -585,6 +591,7 @@ impl Rooms {
         member: &MemberId,
     ) -> Result<(), ApiError> {
         let room = auth.resource();
+        let _records = self.records.lock().map_err(|_| lock_poisoned())?;
         let mut record = self.record(room)?;
         if !record.invited.contains(member) {
             if record.invited.len() >= 10_000 {

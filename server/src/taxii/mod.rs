@@ -698,6 +698,12 @@ async fn add_objects(
     let auth = state
         .gate
         .authorize::<action::ShareIndicator>(&principal, room.clone())?;
+    let objects = envelope["objects"].as_array().map_or(0, Vec::len);
+    state.flood.check_n(
+        principal.id(),
+        crate::flood::Kind::Send,
+        crate::http::indicators::bulk_cost(objects),
+    )?;
     let report = crate::http::indicators::import_objects(&state, &auth, &envelope, None).await?;
     // The ids of the objects that could become indicators, in the order the report counts them.
     let ids: Vec<String> = escape_proto::stix::objects_of(&envelope)

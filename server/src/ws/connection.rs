@@ -121,6 +121,8 @@ pub async fn run(
         outbox.clone(),
     ));
     let mut subscriptions: Subscriptions = HashMap::new();
+    // Frames read in the current one-second window.
+    let (mut window, mut frames) = (tokio::time::Instant::now(), 0u32);
     // When this session last relayed "typing" per room.
     let mut typing = HashMap::new();
     // Half-open connections cannot pile up: a session that sends nothing for this long ends.
@@ -201,6 +203,26 @@ pub async fn run(
                 ),
             );
             outbox.error(None, &error).await;
+            continue;
+        }
+        // Per connection, whatever the frames: at most FRAMES_PER_SECOND in any second.
+        let now = tokio::time::Instant::now();
+        // The window opens with the first frame after a quiet second.
+        if frames == 0 || now.duration_since(window) >= std::time::Duration::from_secs(1) {
+            window = now;
+            frames = 0;
+        }
+        frames += 1;
+        if frames > state.limits.frames_per_second {
+            outbox
+                .error(
+                    None,
+                    &crate::flood::rate_limited(
+                        "this connection sends frames faster than the server reads them",
+                        std::time::Duration::from_secs(1) - now.duration_since(window),
+                    ),
+                )
+                .await;
             continue;
         }
         let request = match ClientRequest::decode(text.as_str()) {
@@ -358,9 +380,11 @@ async fn handle(
                 room.clone(),
                 "share_indicator",
             )?;
-            state
-                .flood
-                .check(principal.id(), crate::flood::Kind::Send)?;
+            state.flood.check_n(
+                principal.id(),
+                crate::flood::Kind::Send,
+                crate::http::indicators::bulk_cost(indicators.len()),
+            )?;
             let report = crate::indicators::share(state, &auth, indicators).await?;
             outbox
                 .send(ServerMessage::new(
