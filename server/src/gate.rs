@@ -300,14 +300,7 @@ impl Gate {
 
     /// The stored room, or `room_not_found`.
     pub(crate) fn room(&self, room: &RoomName) -> Result<crate::rooms::RoomRecord, ApiError> {
-        let key = keys::room(room);
-        let Some(bytes) = self.store.get(&key)? else {
-            return Err(ApiError::new(
-                ErrorCode::RoomNotFound,
-                format!("there is no room {room}"),
-            ));
-        };
-        Ok(crate::store::value::decode(&key, &bytes)?)
+        crate::rooms::RoomRecord::require(self.store.as_ref(), room)
     }
 
     fn room_admin(&self, room: &RoomName) -> Result<escape_proto::MemberId, ApiError> {
@@ -335,18 +328,17 @@ impl Gate {
     }
 
     /// Whether `principal`, already allowed to read the event's room, may see this event now:
-    /// the TLP 2.0 rule for indicators. Every path that hands out a stored event (delivery,
-    /// history, search, export, TAXII) asks here.
+    /// the room's history visibility for joiners, then the TLP 2.0 rule for indicators. Every
+    /// path that hands out a stored event (delivery, history, search, export, TAXII) asks here.
     pub fn may_read_event(
         &self,
         principal: &Principal,
         event: &escape_proto::Event,
     ) -> Result<bool, ApiError> {
+        let joined_at = self.joined_at(&event.room, principal.id())?;
         // A room whose history is for members only since they joined hides what came before.
         if !self.room(&event.room)?.shares_history()
-            && self
-                .joined_at(&event.room, principal.id())?
-                .is_none_or(|joined| event.sent_at < joined)
+            && joined_at.is_none_or(|joined| event.sent_at < joined)
         {
             return Ok(false);
         }
@@ -358,7 +350,6 @@ impl Gate {
             .unwrap_or((indicator.tlp, event.sent_at));
         let mut effective = indicator.as_ref().clone();
         effective.tlp = label;
-        let joined_at = self.joined_at(&event.room, principal.id())?;
         Ok(tlp_allows(
             &effective,
             &principal.member().attributes.organisation,
@@ -391,14 +382,12 @@ impl Gate {
         let escape_proto::Body::Indicator(indicator) = &event.body else {
             return Ok(None);
         };
-        let key = keys::indicator_latest(&event.room, &indicator.id);
-        Ok(Some(match self.store.get(&key)? {
-            Some(bytes) => {
-                let latest: LatestVersion = crate::store::value::decode(&key, &bytes)?;
-                (latest.tlp, latest.at)
-            }
-            None => (indicator.tlp, event.sent_at),
-        }))
+        Ok(Some(
+            match self.latest_version(&event.room, &indicator.id)? {
+                Some(latest) => (latest.tlp, latest.at),
+                None => (indicator.tlp, event.sent_at),
+            },
+        ))
     }
 
     /// The newest version's sequence of an indicator in a room, if it has been recorded.
@@ -441,6 +430,30 @@ pub fn tlp_allows(
     joined_at: Option<time::OffsetDateTime>,
     shared_at: time::OffsetDateTime,
 ) -> bool {
+    match indicator.tlp {
+        escape_proto::tlp::Tlp::Red => {
+            indicator.forwarded_from.is_none()
+                && joined_at.is_some_and(|joined| joined <= shared_at)
+        }
+        tlp => tlp_reaches(
+            tlp,
+            &indicator.source_organisation,
+            &indicator.source_clients,
+            organisation,
+        ),
+    }
+}
+
+/// The organisational half of the TLP rule, shared by indicators and alerts: whether a member
+/// of `organisation` may receive what `source` (which declared `clients`) labelled `tlp`.
+/// TLP:RED is not decided here (it names recipients: the room's members when an indicator was
+/// shared, an alert's audience), so it passes.
+pub fn tlp_reaches(
+    tlp: escape_proto::tlp::Tlp,
+    source: &str,
+    clients: &[String],
+    organisation: &str,
+) -> bool {
     use escape_proto::tlp::Tlp;
     // Organisation names compare as vetting compares them: trimmed, case-insensitive; an empty
     // one (an unvetted record) matches nothing.
@@ -448,21 +461,10 @@ pub fn tlp_allows(
         let (a, b) = (a.trim(), b.trim());
         !a.is_empty() && a.eq_ignore_ascii_case(b)
     };
-    let same_org = same(organisation, &indicator.source_organisation);
-    match indicator.tlp {
-        Tlp::Clear | Tlp::Green => true,
-        Tlp::Amber => {
-            same_org
-                || indicator
-                    .source_clients
-                    .iter()
-                    .any(|client| same(organisation, client))
-        }
-        Tlp::AmberStrict => same_org,
-        Tlp::Red => {
-            indicator.forwarded_from.is_none()
-                && joined_at.is_some_and(|joined| joined <= shared_at)
-        }
+    match tlp {
+        Tlp::Clear | Tlp::Green | Tlp::Red => true,
+        Tlp::Amber => same(organisation, source) || clients.iter().any(|c| same(organisation, c)),
+        Tlp::AmberStrict => same(organisation, source),
     }
 }
 

@@ -293,7 +293,7 @@ async fn leaving_rotates_the_room_key_so_later_files_are_unreadable_to_the_leave
 async fn joiners_get_older_keys_unless_the_room_is_red() {
     let mut d = TestDeployment::new();
     d.add_member("ana", "CERT-A");
-    d.add_member("carol", "CERT-C");
+    let carol_id = d.add_member("carol", "CERT-C");
     d.start().await;
     let ana = d.client("ana").await;
     let carol = d.client("carol").await;
@@ -358,6 +358,45 @@ async fn joiners_get_older_keys_unless_the_room_is_red() {
             b"after"
         );
     }
+    // A member suspended and reinstated is back in the RED room without its current key: the
+    // next upload makes a generation that includes it. The AMBER room hands keys on instead.
+    let admin = d.client("admin").await;
+    admin
+        .set_status(&carol_id, StatusChange::Suspend, "leave of absence".into())
+        .await
+        .expect("suspend");
+    for name in ["amber", "red"] {
+        // Uploads while she is away make generations without her.
+        upload(
+            &d,
+            "ana",
+            &room(name),
+            &write(work.path(), "away.txt", b"away"),
+        )
+        .await;
+        assert!(
+            !ana.room_keys(&room(name))
+                .await
+                .expect("keys")
+                .rotation_needed
+        );
+    }
+    admin
+        .set_status(&carol_id, StatusChange::Reinstate, "back".into())
+        .await
+        .expect("reinstate");
+    assert!(
+        ana.room_keys(&room("red"))
+            .await
+            .expect("keys")
+            .rotation_needed
+    );
+    assert!(
+        !ana.room_keys(&room("amber"))
+            .await
+            .expect("keys")
+            .rotation_needed
+    );
 }
 
 #[tokio::test]

@@ -74,20 +74,6 @@ fn recipient(member: &Member, acknowledged_at: Option<OffsetDateTime>) -> Recipi
     }
 }
 
-/// Whether the label lets `member` receive what `sender` sends (see the module docs).
-fn tlp_reaches(tlp: Tlp, sender: &Member, member: &Member) -> bool {
-    let same = |a: &str, b: &str| !a.trim().is_empty() && a.trim().eq_ignore_ascii_case(b.trim());
-    let org = &member.attributes.organisation;
-    match tlp {
-        Tlp::Clear | Tlp::Green | Tlp::Red => true,
-        Tlp::Amber => {
-            same(org, &sender.attributes.organisation)
-                || sender.attributes.clients.iter().any(|c| same(org, c))
-        }
-        Tlp::AmberStrict => same(org, &sender.attributes.organisation),
-    }
-}
-
 impl Alerts {
     pub fn new(store: Arc<dyn Store>, registry: Registry) -> Self {
         let (hub, _) = broadcast::channel(256);
@@ -152,7 +138,15 @@ impl Alerts {
                     None,
                 )
             };
-            if receives(&set)? && receives(&deployment)? && tlp_reaches(tlp, sender, &member) {
+            if receives(&set)?
+                && receives(&deployment)?
+                && crate::gate::tlp_reaches(
+                    tlp,
+                    &sender.attributes.organisation,
+                    &sender.attributes.clients,
+                    &member.attributes.organisation,
+                )
+            {
                 audience.push(member);
             }
         }

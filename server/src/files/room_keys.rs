@@ -78,12 +78,9 @@ pub fn member_returned(store: &dyn Store, member: &MemberId) -> Result<(), ApiEr
     let _guard = key_lock()?;
     let mut batch = Batch::default();
     for room in rooms_of(store, member)? {
-        let key = keys::room(&room);
-        let Some(bytes) = store.get(&key)? else {
-            continue;
-        };
-        let record: crate::rooms::RoomRecord = value::decode(&key, &bytes)?;
-        if !record.history_for_joiners() {
+        if let Some(record) = crate::rooms::RoomRecord::load(store, &room)?
+            && !record.history_for_joiners()
+        {
             mark_rotation(store, &room, &mut batch)?;
         }
     }
@@ -153,12 +150,8 @@ impl Files {
     }
 
     fn history_for_joiners(&self, room: &RoomName) -> Result<bool, ApiError> {
-        let key = keys::room(room);
-        let record: crate::rooms::RoomRecord = match self.store.get(&key)? {
-            Some(bytes) => value::decode(&key, &bytes)?,
-            None => return Ok(false),
-        };
-        Ok(record.history_for_joiners())
+        Ok(crate::rooms::RoomRecord::load(self.store.as_ref(), room)?
+            .is_some_and(|record| record.history_for_joiners()))
     }
 
     /// The room's generations with the caller's sealed copies, and who still lacks one.

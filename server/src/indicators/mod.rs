@@ -81,13 +81,14 @@ fn ceiling_error(room: &RoomName, ceiling: Tlp, tlp: Tlp) -> FieldError {
     }
 }
 
-/// Stores one indicator event in an authorised room and indexes it.
+/// Stores one indicator event in an authorised room and indexes it under `mac` (its
+/// [`index_mac`]).
 fn store_indicator(
     state: &AppState,
     auth: &Authorized<action::ShareIndicator>,
     indicator: Indicator,
+    mac: &str,
 ) -> Result<u64, ApiError> {
-    let mac = index_mac(state, indicator.kind, &indicator.value)?;
     let room = auth.resource();
     let (id, tlp) = (indicator.id.clone(), indicator.tlp);
     let appended = state.rooms.append_indicator(auth, indicator)?;
@@ -98,7 +99,7 @@ fn store_indicator(
     };
     let mut batch = crate::store::Batch::default();
     batch
-        .put(keys::indicator_index(&mac, room, appended.seq), Vec::new())
+        .put(keys::indicator_index(mac, room, appended.seq), Vec::new())
         .put(keys::indicator_latest(room, &id), value::encode(&latest)?);
     state.registry.store().apply(batch)?;
     Ok(appended.seq)
@@ -158,8 +159,9 @@ pub async fn share(
             modified: now,
             forwarded_from: None,
         };
-        let seen_in = correlate(state, auth.principal(), &indicator, Some(room))?;
-        let seq = store_indicator(state, auth, indicator.clone())?;
+        let mac = index_mac(state, indicator.kind, &indicator.value)?;
+        let seen_in = correlate(state, auth.principal(), &mac, room)?;
+        let seq = store_indicator(state, auth, indicator.clone(), &mac)?;
         last = last.max(seq);
         outcomes.push(ShareOutcome::Accepted {
             seq,
@@ -198,15 +200,9 @@ fn readable(
         .then_some(event))
 }
 
-/// Every readable place a value was shared, by room and sequence.
-fn places(
-    state: &AppState,
-    principal: &Principal,
-    kind: ObservableType,
-    value: &str,
-) -> Result<Vec<(RoomName, u64, Event)>, ApiError> {
-    let mac = index_mac(state, kind, value)?;
-    let prefix = keys::indicator_index_prefix(&mac);
+/// Every readable event where the value indexed under `mac` was shared.
+fn places(state: &AppState, principal: &Principal, mac: &str) -> Result<Vec<Event>, ApiError> {
+    let prefix = keys::indicator_index_prefix(mac);
     let mut found = Vec::new();
     for (key, _) in state.registry.store().scan_prefix(&prefix, MAX_PLACES)? {
         let rest = &key[prefix.len()..];
@@ -222,23 +218,24 @@ fn places(
             continue;
         };
         if let Some(event) = readable(state, principal, &room, seq)? {
-            found.push((room, seq, event));
+            found.push(event);
         }
     }
     Ok(found)
 }
 
-/// Other rooms where the same value was shared and `principal` may read it.
+/// Other rooms than `except` where the value indexed under `mac` was shared and `principal`
+/// may read it.
 fn correlate(
     state: &AppState,
     principal: &Principal,
-    indicator: &Indicator,
-    except: Option<&RoomName>,
+    mac: &str,
+    except: &RoomName,
 ) -> Result<Vec<RoomName>, ApiError> {
-    let mut rooms: Vec<RoomName> = places(state, principal, indicator.kind, &indicator.value)?
+    let mut rooms: Vec<RoomName> = places(state, principal, mac)?
         .into_iter()
-        .map(|(room, _, _)| room)
-        .filter(|room| Some(room) != except)
+        .map(|event| event.room)
+        .filter(|room| room != except)
         .collect();
     rooms.sort();
     rooms.dedup();
@@ -285,7 +282,8 @@ pub fn search(
     };
     let value = normalise(kind, value).map_err(|e| ApiError::invalid(e.to_string()))?;
     let mut records = Vec::new();
-    for (_, _, event) in places(state, principal, kind, &value)? {
+    let mac = index_mac(state, kind, &value)?;
+    for event in places(state, principal, &mac)? {
         if let Some(r) = record(state, event)? {
             records.push(r);
         }
@@ -429,7 +427,8 @@ pub async fn relabel(
     }
     indicator.tlp = tlp;
     indicator.modified = OffsetDateTime::now_utc();
-    let new_seq = store_indicator(state, auth, indicator.clone())?;
+    let mac = index_mac(state, indicator.kind, &indicator.value)?;
+    let new_seq = store_indicator(state, auth, indicator.clone(), &mac)?;
     state.rooms.durable(room, new_seq).await?;
     Ok(IndicatorRecord {
         room: room.clone(),
@@ -468,7 +467,8 @@ pub async fn forward(
         ));
     }
     indicator.forwarded_from.get_or_insert_with(|| from.clone());
-    let new_seq = store_indicator(state, to, indicator.clone())?;
+    let mac = index_mac(state, indicator.kind, &indicator.value)?;
+    let new_seq = store_indicator(state, to, indicator.clone(), &mac)?;
     state.rooms.durable(target, new_seq).await?;
     Ok(IndicatorRecord {
         room: target.clone(),

@@ -64,6 +64,22 @@ fn default_tlp_max() -> String {
 pub const TLP_LABELS: &[&str] = &["RED", "AMBER+STRICT", "AMBER", "GREEN", "CLEAR"];
 
 impl RoomRecord {
+    /// The stored room, if there is one: the one place a room record is read.
+    pub fn load(store: &dyn Store, room: &RoomName) -> Result<Option<Self>, StoreError> {
+        let key = keys::room(room);
+        store
+            .get(&key)?
+            .map(|bytes| value::decode(&key, &bytes))
+            .transpose()
+    }
+
+    /// The stored room, or `room_not_found`.
+    pub fn require(store: &dyn Store, room: &RoomName) -> Result<Self, ApiError> {
+        Self::load(store, room)?.ok_or_else(|| {
+            ApiError::new(ErrorCode::RoomNotFound, format!("there is no room {room}"))
+        })
+    }
+
     /// Whether a member reads what was said before it joined.
     pub fn shares_history(&self) -> bool {
         self.history.as_deref() != Some("joined")
@@ -273,11 +289,10 @@ impl Rooms {
         let _keys = crate::files::key_lock()?;
         // In a room that keeps older file keys from joiners, a joiner must not be handed the
         // current generation either: the next upload makes a new one that includes them.
-        if let Some(bytes) = self.store.get(&keys::room(room))? {
-            let record: RoomRecord = value::decode(&keys::room(room), &bytes)?;
-            if !record.history_for_joiners() {
-                crate::files::mark_rotation(self.store.as_ref(), room, &mut batch)?;
-            }
+        if let Some(record) = RoomRecord::load(self.store.as_ref(), room)?
+            && !record.history_for_joiners()
+        {
+            crate::files::mark_rotation(self.store.as_ref(), room, &mut batch)?;
         }
         self.store.apply(batch)?;
         Ok(())
@@ -303,14 +318,7 @@ impl Rooms {
     }
 
     fn summary(&self, room: &RoomName, member: &MemberId) -> Result<RoomSummary, ApiError> {
-        let key = keys::room(room);
-        let Some(bytes) = self.store.get(&key)? else {
-            return Err(ApiError::new(
-                ErrorCode::RoomNotFound,
-                format!("there is no room {room}"),
-            ));
-        };
-        self.summary_of(value::decode(&key, &bytes)?, member)
+        self.summary_of(self.record(room)?, member)
     }
 
     fn summary_of(&self, record: RoomRecord, member: &MemberId) -> Result<RoomSummary, ApiError> {
@@ -456,14 +464,7 @@ impl Rooms {
     }
 
     fn record(&self, room: &RoomName) -> Result<RoomRecord, ApiError> {
-        let key = keys::room(room);
-        match self.store.get(&key)? {
-            Some(bytes) => Ok(value::decode(&key, &bytes)?),
-            None => Err(ApiError::new(
-                ErrorCode::RoomNotFound,
-                format!("there is no room {room}"),
-            )),
-        }
+        RoomRecord::require(self.store.as_ref(), room)
     }
 
     /// The members of a room.

@@ -163,3 +163,44 @@ impl Sealing {
         &self.store
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rotation cut off after the data keys were re-wrapped, before the new key file
+    /// replaced the old: the next open finds the new key and finishes the rotation.
+    #[test]
+    fn an_interrupted_rotation_is_finished_on_the_next_open() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let options = MasterKeyOptions {
+            path: dir.path().join("master-key"),
+            passphrase: None,
+        };
+        let (first, _) = MasterKey::load_or_create(&options).expect("key");
+        let store_path = data.join("store");
+        {
+            let store = open(&store_path, &first).expect("open");
+            store.put(b"msg/ops/1", b"kept").expect("put");
+            // The first two steps of `Sealing::rotate`, then the process dies.
+            let successor = first.generate_successor();
+            successor.write(&first.pending_path()).expect("pending key");
+            store.data_keys().rewrap(&successor).expect("rewrap");
+            store.flush().expect("flush");
+        }
+        let (store, master) = open_deployment(&data, &store_path, &options).expect("recovers");
+        assert_eq!(
+            store.get(b"msg/ops/1").expect("get").as_deref(),
+            Some(&b"kept"[..])
+        );
+        assert!(
+            !master.pending_path().exists(),
+            "the new key took the old one's place"
+        );
+        drop(store);
+        // And from now on the key file alone opens the store.
+        open_deployment(&data, &store_path, &options).expect("opens again");
+    }
+}

@@ -540,15 +540,23 @@ fn date_headers(response: &mut Response, page: &[&Entry]) {
     }
 }
 
-fn envelope(page: &[&Entry], next: Option<u64>) -> Value {
-    let mut body = json!({
-        "more": next.is_some(),
-        "objects": page.iter().map(|e| e.object.clone()).collect::<Vec<_>>(),
-    });
+/// A page as TAXII lists it: `more`, `next` when there is more, and the items under `field`.
+fn paged(field: &str, items: Vec<Value>, next: Option<u64>) -> Value {
+    let mut body = json!({ "more": next.is_some() });
+    body[field] = Value::Array(items);
     if let Some(next) = next {
         body["next"] = json!(next.to_string());
     }
     body
+}
+
+/// An envelope of the page's objects.
+fn envelope(page: &[&Entry], next: Option<u64>) -> Value {
+    paged(
+        "objects",
+        page.iter().map(|e| e.object.clone()).collect(),
+        next,
+    )
 }
 
 /// What every listing starts from: the checks, the filters, and the room's entries.
@@ -613,22 +621,13 @@ async fn versions(
 ) -> Taxii {
     let (all, mut f) = listing(&state, &principal, &headers, &root, &id, query.as_deref())?;
     f.ids = vec![object.clone()];
-    if f.versions.is_empty() {
-        f.versions = vec!["all".into()];
-    }
     let selected = select(&all, &f, "all");
     if selected.is_empty() {
         return Err(TaxiiError::not_found(format!("no object {object} here")));
     }
     let (page, next) = page(&selected, &f);
-    let mut body = json!({
-        "more": next.is_some(),
-        "versions": page.iter().map(|e| e.version().to_owned()).collect::<Vec<_>>(),
-    });
-    if let Some(next) = next {
-        body["next"] = json!(next.to_string());
-    }
-    Ok(page_response(body, &page))
+    let versions = page.iter().map(|e| json!(e.version())).collect();
+    Ok(page_response(paged("versions", versions, next), &page))
 }
 
 async fn manifest(
@@ -641,19 +640,18 @@ async fn manifest(
     let (all, f) = listing(&state, &principal, &headers, &root, &id, query.as_deref())?;
     let selected = select(&all, &f, "last");
     let (page, next) = page(&selected, &f);
-    let mut body = json!({
-        "more": next.is_some(),
-        "objects": page.iter().map(|e| json!({
-            "id": e.id(),
-            "date_added": escape_proto::stix::timestamp(e.date_added),
-            "version": e.version(),
-            "media_type": escape_proto::stix::STIX_MEDIA_TYPE,
-        })).collect::<Vec<_>>(),
-    });
-    if let Some(next) = next {
-        body["next"] = json!(next.to_string());
-    }
-    Ok(page_response(body, &page))
+    let records = page
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id(),
+                "date_added": escape_proto::stix::timestamp(e.date_added),
+                "version": e.version(),
+                "media_type": escape_proto::stix::STIX_MEDIA_TYPE,
+            })
+        })
+        .collect();
+    Ok(page_response(paged("objects", records, next), &page))
 }
 
 async fn add_objects(

@@ -205,7 +205,7 @@ pub async fn run(
             outbox.error(None, &error).await;
             continue;
         }
-        // Per connection, whatever the frames: at most FRAMES_PER_SECOND in any second.
+        // Per connection, whatever the frames: at most `frames_per_second` in any second.
         let now = tokio::time::Instant::now();
         // The window opens with the first frame after a quiet second.
         if frames == 0 || now.duration_since(window) >= std::time::Duration::from_secs(1) {
@@ -351,8 +351,10 @@ async fn handle(
             acks.spawn(async move {
                 let _permit = permit;
                 let frame = match state.rooms.durable(&room, appended.seq).await {
-                    Ok(()) if !appended.duplicate && !mentions.is_empty() => {
-                        notify_mentions(&state, &room, appended.seq, &mentions);
+                    Ok(()) => {
+                        if !appended.duplicate {
+                            notify_mentions(&state, &room, appended.seq, &mentions);
+                        }
                         ServerFrame::Ack {
                             room,
                             client_msg_id,
@@ -360,12 +362,6 @@ async fn handle(
                             duplicate: appended.duplicate,
                         }
                     }
-                    Ok(()) => ServerFrame::Ack {
-                        room,
-                        client_msg_id,
-                        seq: appended.seq,
-                        duplicate: appended.duplicate,
-                    },
                     Err(e) => ServerFrame::Error {
                         code: e.code,
                         message: e.message,
@@ -452,6 +448,9 @@ fn relay_typing(state: &AppState, principal: &Principal, room: &RoomName) {
 /// Tells each mentioned member who may read the message now (room and label) that it was
 /// mentioned, on every live session.
 fn notify_mentions(state: &AppState, room: &RoomName, seq: u64, mentions: &[MemberId]) {
+    if mentions.is_empty() {
+        return;
+    }
     let Ok(Some(event)) = state.rooms.event(room, seq) else {
         return;
     };
