@@ -11,6 +11,7 @@ pub mod indicators;
 pub mod profile;
 pub mod tail;
 pub mod tls;
+pub mod tui;
 
 pub use api::Client;
 pub use channel::{Ack, Channel, new_client_msg_id};

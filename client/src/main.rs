@@ -119,6 +119,16 @@ enum Command {
     /// Early-warning alerts: send to an audience by attributes, list, acknowledge, status.
     #[command(subcommand)]
     Alert(AlertCommand),
+    /// The full-screen client: rooms, messages, indicators, files and alerts in one terminal.
+    Tui {
+        /// Capture the mouse (wheel scrolling, clicking rooms); the terminal's own text
+        /// selection then needs Shift.
+        #[arg(long)]
+        mouse: bool,
+        /// Write diagnostics to this file (the screen has no room for them).
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
     /// Follow a room live; reconnects and resumes without gaps.
     Tail {
         room: RoomName,
@@ -554,10 +564,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ESCAPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    match &cli.command {
+        // Lines on stderr would tear the full screen: a file, or nothing.
+        Command::Tui {
+            log: Some(path), ..
+        } => match std::fs::File::create(path) {
+            Ok(file) => tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init(),
+            Err(e) => {
+                eprintln!("escape: {}: {e}", path.display());
+                return ExitCode::from(3);
+            }
+        },
+        Command::Tui { log: None, .. } => {}
+        _ => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -786,6 +813,24 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             });
         }
         Command::Tail { room, since, count } => tail(client, json, room, since, count).await?,
+        Command::Tui { mouse, .. } => {
+            if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+                return Err(ClientError::Io {
+                    path: "standard input and output".into(),
+                    source: std::io::Error::other(
+                        "`escape tui` needs a terminal; scripts use the other commands",
+                    ),
+                });
+            }
+            let options = escape_client::tui::Options {
+                places: escape_client::tui::Places {
+                    resume_dir: profiles.root().join("uploads").join(&client.profile().name),
+                },
+                mouse,
+                theme: escape_client::tui::Theme::from_env(),
+            };
+            escape_client::tui::run(client, options).await?
+        }
         Command::Upload { room, path } => {
             let resume_dir = profiles.root().join("uploads").join(&client.profile().name);
             cli::files::upload(&client, json, &room, &path, &resume_dir).await?

@@ -340,6 +340,7 @@ mod tests {
             seq: 42,
             sender: MemberId::parse("m-1").expect("valid"),
             sender_name: "Ana".into(),
+            sender_organisation: String::new(),
             sent_at: datetime!(2026-11-23 09:30:00.125 UTC),
             client_msg_id: "c-1".into(),
             body: Body::text("hi"),

@@ -89,6 +89,10 @@ pub struct Event {
     pub seq: u64,
     pub sender: MemberId,
     pub sender_name: String,
+    /// The sender's organisation when the message was stored (readers weigh a message by who
+    /// vouches for it; empty in events stored before it was recorded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sender_organisation: String,
     #[serde(with = "time::serde::rfc3339")]
     pub sent_at: OffsetDateTime,
     /// The sender's own id for the message, so its other sessions can match their echo.

@@ -72,6 +72,13 @@ pub struct RoomSummary {
     /// Messages after this member's read marker (joined rooms only).
     #[serde(default)]
     pub unread: u64,
+    /// The most restricted TLP label the room accepts: what its members may assume of anything
+    /// said in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlp_max: Option<crate::tlp::Tlp>,
+    /// The room's classification level (members need at least this clearance by default).
+    #[serde(default)]
+    pub classification: u8,
 }
 
 /// A room's settings, as its admin changes them (`PUT /v1/rooms/{room}/settings`); fields

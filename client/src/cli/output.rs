@@ -66,14 +66,15 @@ pub fn rooms(rooms: &[RoomSummary]) -> String {
         return "no rooms yet; create one with `escape room create NAME`".into();
     }
     let mut out = vec![format!(
-        "{:<2}{:<28} {:>7} {:>8} {:>6}  TOPIC",
-        "", "ROOM", "MEMBERS", "MESSAGES", "UNREAD"
+        "{:<2}{:<28} {:<16} {:>7} {:>8} {:>6}  TOPIC",
+        "", "ROOM", "TLP CEILING", "MEMBERS", "MESSAGES", "UNREAD"
     )];
     for r in rooms {
         out.push(format!(
-            "{:<2}{:<28} {:>7} {:>8} {:>6}  {}",
+            "{:<2}{:<28} {:<16} {:>7} {:>8} {:>6}  {}",
             if r.joined { "*" } else { "" },
             r.name,
+            r.tlp_max.map(|t| t.as_str()).unwrap_or("-"),
             r.members,
             r.head,
             if r.joined {

@@ -337,6 +337,8 @@ impl Rooms {
             0
         };
         Ok(RoomSummary {
+            tlp_max: escape_proto::tlp::Tlp::parse(&record.tlp_max),
+            classification: record.classification,
             name: record.name,
             topic: record.topic,
             members,
@@ -768,6 +770,7 @@ impl Rooms {
             seq,
             sender: sender.id.clone(),
             sender_name: sender.name.clone(),
+            sender_organisation: sender.attributes.organisation.clone(),
             sent_at: OffsetDateTime::now_utc(),
             client_msg_id,
             body,

@@ -1,0 +1,411 @@
+//! The real-time link: one WebSocket for every room the member follows, kept up by itself.
+//!
+//! Invariants: a message handed to the link is sent until the server acknowledges or refuses
+//! it, across any number of reconnections, always under the same `client_msg_id` (so the
+//! server stores it once); after a reconnection every room is followed again from the last
+//! sequence seen, so nothing is missed and nothing is shown twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use escape_proto::frame::ServerMessage;
+use escape_proto::{Body, ClientFrame, ErrorCode, RoomName, ServerFrame};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::app::{Connection, Update};
+use crate::api::Client;
+use crate::channel::Channel;
+use crate::error::ClientError;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A connection quiet for this long is checked with a ping.
+const IDLE: Duration = Duration::from_secs(30);
+/// How long the answer to that ping may take.
+const PING_ANSWER: Duration = Duration::from_secs(10);
+
+/// What the screen asks of the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkCommand {
+    Send {
+        room: RoomName,
+        client_msg_id: String,
+        body: Body,
+    },
+    /// Follow `room`, starting after `since`.
+    Subscribe {
+        room: RoomName,
+        since: Option<u64>,
+    },
+    Unsubscribe(RoomName),
+    /// This member is typing in `room`.
+    Typing(RoomName),
+}
+
+/// A message waiting for the server's answer.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    room: RoomName,
+    client_msg_id: String,
+    body: Body,
+}
+
+/// What a request id was for.
+#[derive(Debug)]
+enum Asked {
+    Send(String),
+    Subscribe(RoomName),
+    Ping,
+    Other,
+}
+
+/// Starts the link; it runs until `commands` closes.
+pub fn spawn(
+    client: Client,
+    commands: mpsc::UnboundedReceiver<LinkCommand>,
+    updates: mpsc::UnboundedSender<Update>,
+) -> tokio::task::JoinHandle<()> {
+    let link = Link {
+        client,
+        commands,
+        updates,
+        rooms: BTreeMap::new(),
+        outbox: Vec::new(),
+    };
+    tokio::spawn(link.run())
+}
+
+#[derive(Debug)]
+struct Link {
+    client: Client,
+    commands: mpsc::UnboundedReceiver<LinkCommand>,
+    updates: mpsc::UnboundedSender<Update>,
+    /// Followed rooms and the last sequence delivered of each.
+    rooms: BTreeMap<RoomName, Option<u64>>,
+    /// Sent, not yet answered, in the order typed.
+    outbox: Vec<Outgoing>,
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// The screen closed: stop.
+    Quit,
+    Lost(String),
+    Fatal(String),
+}
+
+impl Link {
+    fn tell(&self, update: Update) {
+        let _ = self.updates.send(update);
+    }
+
+    async fn run(mut self) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            self.tell(Update::Connection(Connection::Connecting));
+            let ended = match Channel::connect(&self.client).await {
+                Ok(channel) => {
+                    backoff = FIRST_BACKOFF;
+                    self.follow(channel).await
+                }
+                Err(e) if is_fatal(&e) => Ended::Fatal(e.to_string()),
+                Err(e) => Ended::Lost(e.to_string()),
+            };
+            match ended {
+                Ended::Quit => return,
+                Ended::Fatal(reason) => {
+                    self.tell(Update::Connection(Connection::Stopped(reason)));
+                    // Nothing more can be sent; keep answering the screen until it closes.
+                    while let Some(command) = self.commands.recv().await {
+                        if let LinkCommand::Send {
+                            room,
+                            client_msg_id,
+                            ..
+                        } = command
+                        {
+                            self.tell(Update::SendFailed {
+                                room,
+                                client_msg_id,
+                                error: "not connected: the server refused this member".into(),
+                            });
+                        }
+                    }
+                    return;
+                }
+                Ended::Lost(reason) => {
+                    let retry_at = Instant::now() + backoff;
+                    self.tell(Update::Connection(Connection::Offline {
+                        reason,
+                        retry_at: retry_at.into_std(),
+                    }));
+                    if !self.wait_offline(retry_at).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Keeps taking commands while offline (they are sent on reconnection); false when the
+    /// screen closed.
+    async fn wait_offline(&mut self, until: Instant) -> bool {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return true,
+                command = self.commands.recv() => match command {
+                    None => return false,
+                    Some(command) => self.remember(command),
+                },
+            }
+        }
+    }
+
+    /// Records a command's lasting effect (what to follow, what to send).
+    fn remember(&mut self, command: LinkCommand) {
+        match command {
+            LinkCommand::Send {
+                room,
+                client_msg_id,
+                body,
+            } => self.outbox.push(Outgoing {
+                room,
+                client_msg_id,
+                body,
+            }),
+            LinkCommand::Subscribe { room, since } => {
+                self.rooms.entry(room).or_insert(since);
+            }
+            LinkCommand::Unsubscribe(room) => {
+                self.rooms.remove(&room);
+            }
+            LinkCommand::Typing(_) => {}
+        }
+    }
+
+    async fn follow(&mut self, mut channel: Channel) -> Ended {
+        let mut asked: HashMap<String, Asked> = HashMap::new();
+        // Follow again from where each room was left, then resend what is unanswered.
+        let rooms: Vec<(RoomName, Option<u64>)> =
+            self.rooms.iter().map(|(r, s)| (r.clone(), *s)).collect();
+        for (room, since) in rooms {
+            if let Err(e) = subscribe(&mut channel, &mut asked, room, since).await {
+                return Ended::Lost(e.to_string());
+            }
+        }
+        for out in self.outbox.clone() {
+            if let Err(e) = send(&mut channel, &mut asked, out).await {
+                return Ended::Lost(e.to_string());
+            }
+        }
+        self.tell(Update::Connection(Connection::Online));
+        let mut heard = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        loop {
+            let check_at = match ping_sent {
+                Some(at) => at + PING_ANSWER,
+                None => heard + IDLE,
+            };
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(command) = command else {
+                        channel.close().await;
+                        return Ended::Quit;
+                    };
+                    let result = match command.clone() {
+                        LinkCommand::Send { room, client_msg_id, body } => {
+                            let out = Outgoing { room, client_msg_id, body };
+                            self.outbox.push(out.clone());
+                            send(&mut channel, &mut asked, out).await
+                        }
+                        LinkCommand::Subscribe { room, since } => {
+                            if self.rooms.contains_key(&room) {
+                                Ok(())
+                            } else {
+                                self.rooms.insert(room.clone(), since);
+                                subscribe(&mut channel, &mut asked, room, since).await
+                            }
+                        }
+                        LinkCommand::Unsubscribe(room) => {
+                            self.rooms.remove(&room);
+                            request(&mut channel, &mut asked, ClientFrame::Unsubscribe { room }, Asked::Other).await
+                        }
+                        LinkCommand::Typing(room) => {
+                            request(&mut channel, &mut asked, ClientFrame::Typing { room }, Asked::Other).await
+                        }
+                    };
+                    if let Err(e) = result {
+                        return Ended::Lost(e.to_string());
+                    }
+                }
+                message = channel.next() => {
+                    heard = Instant::now();
+                    ping_sent = None;
+                    match message {
+                        Ok(Some(message)) => {
+                            if let Some(ended) = self.on_message(message, &mut asked) {
+                                return ended;
+                            }
+                        }
+                        Ok(None) => return Ended::Lost("the server closed the connection".into()),
+                        Err(e) if is_fatal(&e) => return Ended::Fatal(e.to_string()),
+                        Err(e) => return Ended::Lost(e.to_string()),
+                    }
+                }
+                _ = tokio::time::sleep_until(check_at) => {
+                    if ping_sent.is_some() {
+                        return Ended::Lost("the server did not answer a ping".into());
+                    }
+                    if let Err(e) = request(&mut channel, &mut asked, ClientFrame::Ping, Asked::Ping).await {
+                        return Ended::Lost(e.to_string());
+                    }
+                    ping_sent = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        message: ServerMessage,
+        asked: &mut HashMap<String, Asked>,
+    ) -> Option<Ended> {
+        let purpose = message.id.as_ref().and_then(|id| asked.remove(id));
+        match message.frame {
+            ServerFrame::Event(event) => {
+                let last = self.rooms.get_mut(&event.room)?;
+                if last.is_some_and(|l| event.seq <= l) {
+                    return None;
+                }
+                *last = Some(event.seq);
+                self.tell(Update::Event(Box::new(event)));
+            }
+            ServerFrame::Ack {
+                room,
+                client_msg_id,
+                ..
+            } => {
+                self.outbox.retain(|o| o.client_msg_id != client_msg_id);
+                self.tell(Update::Acked {
+                    room,
+                    client_msg_id,
+                });
+            }
+            ServerFrame::Subscribed { room, head } => {
+                if let Some(last) = self.rooms.get_mut(&room)
+                    && last.is_none()
+                {
+                    *last = Some(head);
+                }
+            }
+            ServerFrame::Alert { alert } => self.tell(Update::Alert(Box::new(alert))),
+            ServerFrame::Mention {
+                room,
+                seq,
+                from_name,
+                excerpt,
+                ..
+            } => self.tell(Update::Mention {
+                room,
+                seq,
+                from_name,
+                excerpt,
+            }),
+            ServerFrame::Typing { room, name, .. } => self.tell(Update::Typing { room, name }),
+            ServerFrame::Error {
+                code,
+                message: text,
+            } => {
+                let error = format!("{text} ({code})");
+                match purpose {
+                    Some(Asked::Send(client_msg_id)) => {
+                        let at = self
+                            .outbox
+                            .iter()
+                            .position(|o| o.client_msg_id == client_msg_id)?;
+                        // Refusals are final; a durability timeout is retried on reconnection.
+                        if code == ErrorCode::Internal {
+                            return Some(Ended::Lost(error));
+                        }
+                        let out = self.outbox.remove(at);
+                        self.tell(Update::SendFailed {
+                            room: out.room,
+                            client_msg_id,
+                            error,
+                        });
+                    }
+                    Some(Asked::Subscribe(room)) => {
+                        self.rooms.remove(&room);
+                        self.tell(Update::SubscriptionFailed { room, error });
+                    }
+                    Some(Asked::Ping | Asked::Other) => self.tell(Update::Error(error)),
+                    None => {
+                        let ended =
+                            if matches!(code, ErrorCode::AccessRevoked | ErrorCode::MemberInactive)
+                            {
+                                Ended::Fatal(error)
+                            } else {
+                                Ended::Lost(error)
+                            };
+                        return Some(ended);
+                    }
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+async fn request(
+    channel: &mut Channel,
+    asked: &mut HashMap<String, Asked>,
+    frame: ClientFrame,
+    purpose: Asked,
+) -> Result<(), ClientError> {
+    let id = channel.request(frame).await?;
+    asked.insert(id, purpose);
+    Ok(())
+}
+
+async fn subscribe(
+    channel: &mut Channel,
+    asked: &mut HashMap<String, Asked>,
+    room: RoomName,
+    since: Option<u64>,
+) -> Result<(), ClientError> {
+    let frame = ClientFrame::Subscribe {
+        room: room.clone(),
+        since,
+    };
+    request(channel, asked, frame, Asked::Subscribe(room)).await
+}
+
+async fn send(
+    channel: &mut Channel,
+    asked: &mut HashMap<String, Asked>,
+    out: Outgoing,
+) -> Result<(), ClientError> {
+    let frame = ClientFrame::Send {
+        room: out.room,
+        client_msg_id: out.client_msg_id.clone(),
+        body: out.body,
+    };
+    request(channel, asked, frame, Asked::Send(out.client_msg_id)).await
+}
+
+/// Errors that reconnecting cannot cure.
+fn is_fatal(e: &ClientError) -> bool {
+    match e {
+        ClientError::Server { code, .. } => matches!(
+            code,
+            ErrorCode::AccessRevoked
+                | ErrorCode::MemberInactive
+                | ErrorCode::UnknownMember
+                | ErrorCode::Forbidden
+        ),
+        ClientError::BadProfile(_) | ClientError::NoProfile | ClientError::NoSuchProfile(_) => true,
+        _ => false,
+    }
+}
