@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use escape_server::config::Config;
-use escape_server::deployment::{self, InitOptions};
-use escape_server::seal::{MasterKey, MasterKeyOptions};
+mod common;
+
+use common::new_deployment;
 
 struct Cli<'a> {
     config_dir: &'a Path,
@@ -60,30 +60,6 @@ impl Cli<'_> {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
-}
-
-/// A fresh deployment (data dir, and its master key in another temporary dir) and its config.
-fn new_deployment() -> (
-    tempfile::TempDir,
-    tempfile::TempDir,
-    deployment::Initialised,
-    Config,
-) {
-    let data = tempfile::tempdir().expect("tempdir");
-    let keys = tempfile::tempdir().expect("tempdir");
-    let options = InitOptions {
-        public_address: "127.0.0.1:0".into(),
-        ..InitOptions::default()
-    };
-    let master_key = MasterKeyOptions {
-        path: keys.path().join("master-key"),
-        passphrase: None,
-    };
-    let (master, _) = MasterKey::load_or_create(&master_key).expect("master key");
-    let done = deployment::init(data.path(), &options, &master).expect("init");
-    let mut config = Config::ephemeral(data.path());
-    config.master_key = master_key;
-    (data, keys, done, config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
