@@ -150,10 +150,21 @@ enum KeysCommand {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_json);
-    let command = cli.command.unwrap_or(Command::Serve {
-        deployment: Deployment::embedded(),
-        listen: None,
-    });
+    let command = match cli.command {
+        Some(command) => command,
+        // No subcommand: `serve` with its defaults, read as `serve` reads them, so that
+        // ESCAPE_DATA, ESCAPE_LISTEN and ESCAPE_MASTER_KEY apply to the embedded default too.
+        None => match Cli::try_parse_from(["escape-server", "serve"]) {
+            Ok(Cli {
+                command: Some(command),
+                ..
+            }) => command,
+            _ => Command::Serve {
+                deployment: Deployment::embedded(),
+                listen: None,
+            },
+        },
+    };
     match command {
         Command::Init {
             deployment,
@@ -267,10 +278,15 @@ fn init(
     let (master, created) = MasterKey::load_or_create(&key_options)?;
     let done = deployment::init(data, &options, &master)?;
     if listen.to_string() != DEFAULT_LISTEN {
-        std::fs::write(
-            data.join(escape_server::config::CONFIG_FILE),
-            format!("listen = \"{listen}\"\n"),
-        )?;
+        // Keep what the operator wrote before the first start; add the address unless it is set.
+        let path = data.join(escape_server::config::CONFIG_FILE);
+        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        if !existing
+            .lines()
+            .any(|l| l.trim_start().starts_with("listen"))
+        {
+            std::fs::write(&path, format!("listen = \"{listen}\"\n{existing}"))?;
+        }
     }
     println!("deployment created in {}", data.display());
     if created {
@@ -301,9 +317,14 @@ fn serve(target: &Deployment, listen: Option<SocketAddr>) -> anyhow::Result<()> 
     let data = target.data.as_path();
     let layout = Layout::new(data);
     if !layout.is_initialised() {
-        if data.exists() && std::fs::read_dir(data)?.next().is_some() {
+        // An operator may write escape.toml before the first start (listen addresses, limits).
+        let other_than_config = data.exists()
+            && std::fs::read_dir(data)?
+                .filter_map(Result::ok)
+                .any(|entry| entry.file_name() != escape_server::config::CONFIG_FILE);
+        if other_than_config {
             bail!(
-                "{} is not empty but holds no deployment; point --data at an empty or initialised dir",
+                "{} is not empty but holds no deployment; point --data at an empty or initialised dir (escape.toml alone is fine)",
                 data.display()
             );
         }

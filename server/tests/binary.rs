@@ -2,67 +2,17 @@
 //! in ./escape-data on first start, serves mutual TLS, stops cleanly on SIGTERM, and keeps its
 //! data for the next start.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+
+use common::{start, terminate};
 
 use escape_proto::ProfileBundle;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Starts the binary with no data flag in `cwd`; returns it and the address it printed.
-fn start(cwd: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_escape-server"))
-        .current_dir(cwd)
-        .env("ESCAPE_LISTEN", "127.0.0.1:0")
-        .env_remove("ESCAPE_DATA")
-        .env_remove("ESCAPE_MASTER_KEY")
-        .env_remove("ESCAPE_MASTER_PASSPHRASE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn escape-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("escape-server printed no listening line");
-            }
-        };
-        if let Some(rest) = line.strip_prefix("escape-server listening on ") {
-            let addr = rest.split_whitespace().next().expect("address").to_owned();
-            return (child, addr);
-        }
-    }
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    for _ in 0..200 {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("escape-server did not stop on SIGTERM");
-}
 
 /// `GET /v1/me` over mutual TLS with the admin profile; returns the HTTP status line and body.
 async fn whoami(addr: &str, profile: &ProfileBundle) -> (String, String) {
