@@ -269,7 +269,7 @@ pub fn decrypt_file(
 ) -> Result<FileHeader, ClientError> {
     if output.exists() {
         return Err(file_error(format!(
-            "{} exists; choose another path with -o",
+            "{} exists; choose another output path",
             output.display()
         )));
     }
@@ -291,7 +291,7 @@ fn decrypt_into_dir(
         let output = name(&header);
         if output.exists() {
             return Err(file_error(format!(
-                "{} exists; choose another path with -o",
+                "{} exists; choose another output path",
                 output.display()
             )));
         }
@@ -708,7 +708,7 @@ pub async fn download(
         && output.exists()
     {
         return Err(file_error(format!(
-            "{} exists; choose another path with -o",
+            "{} exists; choose another output path",
             output.display()
         )));
     }

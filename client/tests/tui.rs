@@ -75,18 +75,19 @@ impl Terminal {
     }
 
     /// Types a line and presses Enter.
-    fn line(&self, text: &str) {
+    async fn line(&self, text: &str) {
         self.keys(text);
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
         self.keys("\r");
     }
 
     /// Waits until the screen shows `text`.
-    fn wait_for(&self, text: &str) {
-        self.wait_until(text, |screen| screen.contains(text));
+    async fn wait_for(&self, text: &str) {
+        self.wait_until(text, |screen| screen.contains(text)).await;
     }
 
-    fn wait_until(&self, what: &str, done: impl Fn(&str) -> bool) {
+    /// Polls the screen without blocking the runtime (the server runs on it too).
+    async fn wait_until(&self, what: &str, done: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + STEP;
         loop {
             let screen = self.contents();
@@ -97,7 +98,7 @@ impl Terminal {
                 Instant::now() < deadline,
                 "waited {STEP:?} for {what:?}; the screen shows:\n{screen}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -203,20 +204,20 @@ async fn a_day_of_work_in_the_terminal_client() {
         .expect("import");
     assert!(import.status.success(), "{import:?}");
     let tui = Terminal::start(home.path(), work.path());
-    tui.wait_for("● online");
-    tui.wait_for("bo (NCSC-FI)");
+    tui.wait_for("● online").await;
+    tui.wait_for("bo (NCSC-FI)").await;
     // Not joined yet: the room is listed with its ceiling and how to join.
-    tui.wait_for("+ops");
-    tui.wait_for("/join to join #ops");
+    tui.wait_for("+ops").await;
+    tui.wait_for("/join to join #ops").await;
 
     // Join, and read what was said before.
-    tui.line("/join ops");
-    tui.wait_for("message to #ops");
-    tui.wait_for("#1 admin");
-    tui.wait_for("first light from the admin");
+    tui.line("/join ops").await;
+    tui.wait_for("message to #ops").await;
+    tui.wait_for("#1 admin").await;
+    tui.wait_for("first light from the admin").await;
 
     // Send; the other member reads it from the server.
-    tui.line("hello from the terminal");
+    tui.line("hello from the terminal").await;
     eventually("bo's message stored", || async {
         texts(&admin, &ops)
             .await
@@ -226,13 +227,14 @@ async fn a_day_of_work_in_the_terminal_client() {
     .await;
     tui.wait_until("the message stored, not pending", |s| {
         s.contains("#2 bo (NCSC-FI): hello from the terminal") && !s.contains("sending…")
-    });
+    })
+    .await;
 
     // The other member answers live; then bo replies in a thread.
     send_message(&admin, &ops, "seen, thanks").await;
-    tui.wait_for("#3 admin");
-    tui.wait_for("seen, thanks");
-    tui.line("/reply 3 will report at noon");
+    tui.wait_for("#3 admin").await;
+    tui.wait_for("seen, thanks").await;
+    tui.line("/reply 3 will report at noon").await;
     eventually("the reply stored", || async {
         texts(&admin, &ops)
             .await
@@ -240,15 +242,18 @@ async fn a_day_of_work_in_the_terminal_client() {
             .any(|(_, body)| *body == Body::reply(3, "will report at noon"))
     })
     .await;
-    tui.wait_for("↪ #3 will report at noon");
+    tui.wait_for("↪ #3 will report at noon").await;
 
     // Share an indicator (GREEN: the whole room may read it, the other organisation too): the
     // label comes first, in the room and in the panel.
-    tui.line("/ioc green hxxp://198.51.100.7/payload C2 server");
-    tui.wait_for("shared TLP:GREEN url http://198.51.100.7/payload in ops");
-    tui.wait_for("[TLP:GREEN] url");
-    tui.wait_for("http://198.51.100.7/payload confidence 50 – C2 server");
-    tui.wait_for("indicators (1)");
+    tui.line("/ioc green hxxp://198.51.100.7/payload C2 server")
+        .await;
+    tui.wait_for("shared TLP:GREEN url http://198.51.100.7/payload in ops")
+        .await;
+    tui.wait_for("[TLP:GREEN] url").await;
+    tui.wait_for("http://198.51.100.7/payload confidence 50 – C2 server")
+        .await;
+    tui.wait_for("indicators (1)").await;
     let shared = admin.indicators(&ops).await.expect("indicators");
     assert_eq!(shared.len(), 1);
     assert_eq!(shared[0].indicator.value, "http://198.51.100.7/payload");
@@ -258,9 +263,9 @@ async fn a_day_of_work_in_the_terminal_client() {
     let report = work.path().join("report.bin");
     let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&report, &bytes).expect("write report");
-    tui.line(&format!("/upload {}", report.display()));
-    tui.wait_for("shared report.bin in ops");
-    tui.wait_for("] file report.bin");
+    tui.line(&format!("/upload {}", report.display())).await;
+    tui.wait_for("shared report.bin in ops").await;
+    tui.wait_for("] file report.bin").await;
     let listed = admin.files(&ops).await.expect("files");
     assert!(listed.iter().any(|f| f.name == "report.bin"));
 
@@ -282,13 +287,15 @@ async fn a_day_of_work_in_the_terminal_client() {
     )
     .await
     .expect("admin uploads");
-    tui.wait_for("notes-from-admin.txt");
+    // The panel lists it once the room's keys reached bo (the panel refresh syncs them).
+    tui.wait_for("files (2)").await;
     let saved = work.path().join("saved.txt");
     tui.line(&format!(
         "/download notes-from-admin.txt {}",
         saved.display()
-    ));
-    tui.wait_for("size and SHA-256 verified");
+    ))
+    .await;
+    tui.wait_for("size and SHA-256 verified").await;
     assert_eq!(
         std::fs::read(&saved).expect("downloaded"),
         std::fs::read(&notes).expect("original")
@@ -306,12 +313,13 @@ async fn a_day_of_work_in_the_terminal_client() {
         .await
         .expect("alert");
     let alert = report.alert.expect("sent");
-    tui.wait_for("⚠ ALERT 1/1 HIGH");
-    tui.wait_for("Wiper seen at two energy operators");
+    tui.wait_for("⚠ ALERT 1/1 HIGH").await;
+    tui.wait_for("Wiper seen at two energy operators").await;
     tui.keys("\x07");
     tui.wait_until("the alerts bar gone", |s| {
         !s.contains("⚠ ALERT") && s.contains("acknowledged")
-    });
+    })
+    .await;
     let status = admin.alert_status(&alert.id).await.expect("status");
     assert_eq!(status.acknowledged.len(), 1);
     assert_eq!(status.acknowledged[0].name, "bo");
@@ -320,12 +328,12 @@ async fn a_day_of_work_in_the_terminal_client() {
     // what is sent meanwhile goes out once the server is back.
     tui.keys("typed while the server was away");
     server.shutdown().await;
-    tui.wait_for("✕ offline");
-    tui.wait_for("typed while the server was away");
+    tui.wait_for("✕ offline").await;
+    tui.wait_for("typed while the server was away").await;
     tui.keys("\r");
-    tui.wait_for("(sending…)");
+    tui.wait_for("(sending…)").await;
     let server = start_on(&config, addr).await;
-    tui.wait_for("● online");
+    tui.wait_for("● online").await;
     eventually("the queued message stored", || async {
         texts(&admin, &ops)
             .await
@@ -335,7 +343,8 @@ async fn a_day_of_work_in_the_terminal_client() {
     .await;
     tui.wait_until("the queued message delivered", |s| {
         s.contains("bo (NCSC-FI): typed while the server was away") && !s.contains("sending…")
-    });
+    })
+    .await;
     let stored = texts(&admin, &ops).await;
     assert_eq!(
         stored

@@ -28,6 +28,9 @@ const TYPING_SHOWN: Duration = Duration::from_secs(6);
 const TYPING_EVERY: Duration = Duration::from_secs(4);
 /// How long an informational status stays (errors stay until the next status).
 const INFO_SHOWN: Duration = Duration::from_secs(12);
+const QUIT_WARNING: &str = "not quitting yet";
+/// The longest message the server takes by default (its `max_body_bytes`).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// The real-time channel's state, always shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +174,10 @@ pub struct Room {
     pub pending: Vec<Pending>,
     pub subscribed: bool,
     marked_read: u64,
+    /// A read marker to send at the next tick (at most one request per room per tick).
+    mark_due: Option<u64>,
+    /// Events up to here are already in the server's unread count.
+    counted_upto: u64,
     pub typing: Option<(String, Instant)>,
 }
 
@@ -178,6 +185,8 @@ impl Room {
     fn new(summary: RoomSummary) -> Self {
         Self {
             marked_read: summary.head.saturating_sub(summary.unread),
+            mark_due: None,
+            counted_upto: summary.head,
             summary,
             messages: BTreeMap::new(),
             more_before: false,
@@ -287,6 +296,20 @@ impl Input {
             let at = self.byte_at(self.cursor);
             self.text.remove(at);
         }
+    }
+
+    fn delete_word(&mut self) {
+        let chars: Vec<char> = self.text.chars().collect();
+        let mut start = self.cursor.min(chars.len());
+        while start > 0 && chars[start - 1] == ' ' {
+            start -= 1;
+        }
+        while start > 0 && chars[start - 1] != ' ' {
+            start -= 1;
+        }
+        let (from, to) = (self.byte_at(start), self.byte_at(self.cursor));
+        self.text.replace_range(from..to, "");
+        self.cursor = start;
     }
 
     fn set(&mut self, text: String) {
@@ -404,6 +427,14 @@ impl App {
     /// Time passes: typing notices and old news fade.
     pub fn tick(&mut self, now: Instant) {
         for room in &mut self.rooms {
+            if let Some(seq) = room.mark_due.take() {
+                self.effects.push(Effect::MarkRead {
+                    room: room.name().clone(),
+                    seq,
+                });
+            }
+        }
+        for room in &mut self.rooms {
             if room
                 .typing
                 .as_ref()
@@ -457,7 +488,13 @@ impl App {
             }
         }
         match key.code {
-            KeyCode::Char('q' | 'c') if ctrl => self.quit = true,
+            KeyCode::Char('q' | 'c') if ctrl => self.ask_quit(),
+            KeyCode::Char('u') if ctrl => {
+                let at = self.input.byte_at(self.input.cursor);
+                self.input.text.replace_range(..at, "");
+                self.input.cursor = 0;
+            }
+            KeyCode::Char('w') if ctrl => self.input.delete_word(),
             KeyCode::Char('n') if ctrl => self.select_step(1),
             KeyCode::Char('p') if ctrl => self.select_step(-1),
             KeyCode::Down if alt => self.select_step(1),
@@ -503,12 +540,8 @@ impl App {
             MouseEventKind::ScrollDown => self.scroll_down(3),
             MouseEventKind::Down(_) => {
                 // A click in the rooms list selects the room on that row.
-                let rooms_top = 1 + self.alert_rows();
-                if mouse.column < super::view::ROOMS_WIDTH && mouse.row > rooms_top {
-                    let index = usize::from(mouse.row - rooms_top - 1);
-                    if index < self.rooms.len() {
-                        self.select(index);
-                    }
+                if let Some(index) = super::view::room_at(self, mouse.column, mouse.row) {
+                    self.select(index);
                 }
             }
             _ => {}
@@ -587,7 +620,11 @@ impl App {
         };
         let shown = room.shown().count();
         room.scroll = (room.scroll + by).min(shown.saturating_sub(1));
-        if room.scroll + by >= shown && room.more_before && !room.loading_history {
+        if room.scroll + by >= shown
+            && room.more_before
+            && !room.loading_history
+            && !room.messages.is_empty()
+        {
             room.loading_history = true;
             let before = room.messages.keys().next().copied().unwrap_or(1);
             let name = room.name().clone();
@@ -618,19 +655,21 @@ impl App {
         let newest = room.messages.keys().next_back().copied().unwrap_or(0);
         if newest > room.marked_read {
             room.marked_read = newest;
-            room.summary.unread = 0;
-            let name = room.name().clone();
-            self.effects.push(Effect::MarkRead {
-                room: name,
-                seq: newest,
-            });
-        } else {
-            room.summary.unread = 0;
+            room.mark_due = Some(newest);
         }
+        room.summary.unread = 0;
     }
 
     fn submit(&mut self) {
         let line = self.input.text.clone();
+        if line.len() > MAX_MESSAGE_BYTES {
+            // Said before the line is taken, so nothing typed is lost.
+            self.error(format!(
+                "the line is {} bytes; the server takes at most {MAX_MESSAGE_BYTES}: share long text as a file (/upload)",
+                line.len()
+            ));
+            return;
+        }
         match commands::parse(&line) {
             // The line stays so the mistake can be corrected.
             Err(e) => self.error(e),
@@ -679,6 +718,13 @@ impl App {
     }
 
     fn send(&mut self, room: RoomName, body: Body) {
+        if body.size() > MAX_MESSAGE_BYTES {
+            self.error(format!(
+                "the message is {} bytes; the server takes at most {MAX_MESSAGE_BYTES}: share long text as a file (/upload)",
+                body.size()
+            ));
+            return;
+        }
         let client_msg_id = crate::channel::new_client_msg_id();
         if let Some(r) = self.room_mut(&room) {
             r.pending.push(Pending {
@@ -755,10 +801,34 @@ impl App {
             }
             Command::Download { file, output } => {
                 if let Some(room) = self.joined_selected("download") {
-                    let files = self
+                    // The panel's list, and the files announced in the messages loaded so far.
+                    let mut files = self
                         .selected_room()
                         .map(|r| r.files.clone())
                         .unwrap_or_default();
+                    if let Some(room) = self.selected_room() {
+                        for event in room.messages.values() {
+                            if let Body::File {
+                                file_id,
+                                name,
+                                size,
+                                generation,
+                            } = &event.body
+                                && !files.iter().any(|f| &f.id == file_id)
+                            {
+                                files.push(FileInfo {
+                                    id: file_id.clone(),
+                                    room: event.room.clone(),
+                                    name: name.clone(),
+                                    size: *size,
+                                    generation: *generation,
+                                    sender: event.sender.clone(),
+                                    sender_name: event.sender_name.clone(),
+                                    shared_at: event.sent_at,
+                                });
+                            }
+                        }
+                    }
                     // An id, or a name from the files panel (the newest file of that name).
                     let found = files
                         .iter()
@@ -811,7 +881,27 @@ impl App {
                 }
             }
             Command::Help => self.overlay = Some(Overlay::Help),
-            Command::Quit => self.quit = true,
+            Command::Quit => self.ask_quit(),
+        }
+    }
+
+    /// Quits, unless messages typed here are still on their way: then the first request warns.
+    fn ask_quit(&mut self) {
+        let unsent: usize = self
+            .rooms
+            .iter()
+            .map(|r| r.pending.iter().filter(|p| p.failed.is_none()).count())
+            .sum();
+        let warned = self
+            .status
+            .as_ref()
+            .is_some_and(|s| s.text.starts_with(QUIT_WARNING));
+        if unsent == 0 || warned || matches!(self.connection, Connection::Stopped(_)) {
+            self.quit = true;
+        } else {
+            self.error(format!(
+                "{QUIT_WARNING}: {unsent} message(s) not yet stored by the server; quit again to drop them"
+            ));
         }
     }
 
@@ -836,6 +926,9 @@ impl App {
                 if state == Connection::Online {
                     // Catch up on what changed while away (rooms joined elsewhere, unread counts).
                     self.effects.push(Effect::Rooms);
+                    if self.me.is_none() {
+                        self.effects.push(Effect::Me);
+                    }
                 }
                 self.connection = state;
             }
@@ -856,6 +949,7 @@ impl App {
                 if let Some(room) = self.room_mut(&name) {
                     room.summary.joined = false;
                     room.subscribed = false;
+                    room.scroll = 0;
                     room.messages.clear();
                     room.pending.clear();
                     room.indicators.clear();
@@ -1009,10 +1103,9 @@ impl App {
         if room.messages.contains_key(&event.seq) {
             return;
         }
-        if mine {
-            room.pending
-                .retain(|p| p.client_msg_id != event.client_msg_id);
-        }
+        // Matched by id alone: this client made the id, whoever it thinks it is.
+        room.pending
+            .retain(|p| p.client_msg_id != event.client_msg_id);
         if room
             .typing
             .as_ref()
@@ -1021,15 +1114,19 @@ impl App {
             room.typing = None;
         }
         let refresh_panel = matches!(event.body, Body::Indicator(_) | Body::File { .. });
+        let shown = !matches!(event.body, Body::Edit { .. } | Body::Redaction { .. });
         let seq = event.seq;
         room.summary.head = room.summary.head.max(seq);
         room.messages.insert(seq, event);
-        if room.scroll > 0 {
+        if room.scroll > 0 && shown {
             // Keep the same messages on screen while reading back.
             room.scroll += 1;
         }
-        if seq > room.marked_read && !mine && (index != selected || room.scroll > 0) {
-            room.summary.unread += 1;
+        if seq > room.counted_upto {
+            room.counted_upto = seq;
+            if seq > room.marked_read && !mine && (index != selected || room.scroll > 0) {
+                room.summary.unread += 1;
+            }
         }
         if refresh_panel && index == selected {
             let name = room.name().clone();
@@ -1073,8 +1170,15 @@ impl App {
         match self.rooms.iter_mut().find(|r| r.name() == &summary.name) {
             Some(room) => {
                 if !summary.joined && room.summary.joined {
+                    // Left from another session, or removed: stop following it.
                     room.messages.clear();
-                    room.subscribed = false;
+                    room.pending.clear();
+                    room.scroll = 0;
+                    if room.subscribed {
+                        room.subscribed = false;
+                        self.effects
+                            .push(Effect::Link(LinkCommand::Unsubscribe(summary.name.clone())));
+                    }
                 }
                 let unread = if room.scroll == 0 && room.subscribed {
                     // Live events keep this count; the server's may lag behind them.
@@ -1082,6 +1186,9 @@ impl App {
                 } else {
                     summary.unread
                 };
+                if unread == summary.unread {
+                    room.counted_upto = room.counted_upto.max(summary.head);
+                }
                 room.marked_read = room
                     .marked_read
                     .max(summary.head.saturating_sub(summary.unread));
@@ -1156,7 +1263,7 @@ mod tests {
     use crate::tui::fixtures::{self, ctrl, key, room, type_line};
 
     fn app() -> App {
-        fixtures::app(Theme { color: true }, 80, 24)
+        fixtures::app(Theme::colored(), 80, 24)
     }
 
     fn sends(effects: &[Effect]) -> Vec<(RoomName, String, Body)> {
@@ -1198,7 +1305,8 @@ mod tests {
         let ops = app.selected_room().expect("ops");
         assert!(ops.pending.is_empty());
         assert!(ops.messages.contains_key(&5));
-        // Read on screen: the marker follows.
+        // Read on screen: the marker follows (at the next tick, one request per room).
+        app.tick(Instant::now());
         assert!(app.take_effects().contains(&Effect::MarkRead {
             room: room("ops"),
             seq: 5
@@ -1333,6 +1441,7 @@ mod tests {
         assert_eq!(watch.summary.unread, 4);
         app.on_key(ctrl('n'));
         assert_eq!(app.selected_room().expect("watch").summary.unread, 0);
+        app.tick(Instant::now());
         let effects = app.take_effects();
         assert!(effects.contains(&Effect::MarkRead {
             room: room("watch"),
@@ -1444,6 +1553,63 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, Effect::Link(LinkCommand::Subscribe { .. })))
         );
+    }
+
+    #[test]
+    fn replayed_messages_are_not_counted_twice() {
+        let mut app = app();
+        let bo = fixtures::member("m-bo", "Bo Lind", "NCSC-FI");
+        // watch: head 7, 3 unread by the server's count; the subscription replays 1..=7.
+        for seq in 1..=7 {
+            app.apply(Update::Event(Box::new(fixtures::event(
+                "watch",
+                seq,
+                &bo,
+                Body::text("replayed"),
+            ))));
+        }
+        let watch = app
+            .rooms
+            .iter()
+            .find(|r| r.name() == &room("watch"))
+            .expect("watch");
+        assert_eq!(watch.summary.unread, 3);
+    }
+
+    #[test]
+    fn quitting_with_unsent_messages_asks_twice() {
+        let mut app = app();
+        app.apply(Update::Connection(Connection::Offline {
+            reason: "reset".into(),
+            retry_at: Instant::now(),
+        }));
+        type_line(&mut app, "queued while offline");
+        app.on_key(ctrl('q'));
+        assert!(!app.quit);
+        assert!(
+            app.status
+                .as_ref()
+                .is_some_and(|s| s.text.contains("1 message(s) not yet stored"))
+        );
+        app.on_key(ctrl('q'));
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn line_editing_keys() {
+        let mut app = app();
+        for c in "block the whole range".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        app.on_key(ctrl('w'));
+        assert_eq!(app.input.text, "block the whole ");
+        app.on_key(ctrl('u'));
+        assert_eq!(app.input.text, "");
+        let long = "x".repeat(MAX_MESSAGE_BYTES + 1);
+        app.on_paste(&long);
+        app.on_key(key(KeyCode::Enter));
+        assert_eq!(app.input.text.len(), long.len(), "a refused line stays");
+        assert!(app.status.as_ref().is_some_and(|s| s.error));
     }
 
     #[test]

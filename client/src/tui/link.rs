@@ -20,10 +20,13 @@ use crate::error::ClientError;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A connection quiet for this long is checked with a ping.
+/// A ping goes out this often: it proves the connection alive to both sides (the server closes
+/// sessions whose client has said nothing for its idle timeout, even while it sends to them).
 const IDLE: Duration = Duration::from_secs(30);
 /// How long the answer to that ping may take.
 const PING_ANSWER: Duration = Duration::from_secs(10);
+/// A connection that lasted this long counts as working again (the backoff starts over).
+const STABLE: Duration = Duration::from_secs(30);
 
 /// What the screen asks of the link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +60,6 @@ enum Asked {
     Send(String),
     Subscribe(RoomName),
     Ping,
-    Other,
 }
 
 /// Starts the link; it runs until `commands` closes.
@@ -106,8 +108,14 @@ impl Link {
             self.tell(Update::Connection(Connection::Connecting));
             let ended = match Channel::connect(&self.client).await {
                 Ok(channel) => {
-                    backoff = FIRST_BACKOFF;
-                    self.follow(channel).await
+                    let connected = Instant::now();
+                    let ended = self.follow(channel).await;
+                    // Only a connection that lasted starts the backoff over: one that keeps
+                    // failing right after connecting must not be retried twice a second.
+                    if connected.elapsed() >= STABLE {
+                        backoff = FIRST_BACKOFF;
+                    }
+                    ended
                 }
                 Err(e) if is_fatal(&e) => Ended::Fatal(e.to_string()),
                 Err(e) => Ended::Lost(e.to_string()),
@@ -115,7 +123,14 @@ impl Link {
             match ended {
                 Ended::Quit => return,
                 Ended::Fatal(reason) => {
-                    self.tell(Update::Connection(Connection::Stopped(reason)));
+                    self.tell(Update::Connection(Connection::Stopped(reason.clone())));
+                    for out in std::mem::take(&mut self.outbox) {
+                        self.tell(Update::SendFailed {
+                            room: out.room,
+                            client_msg_id: out.client_msg_id,
+                            error: format!("not sent: {reason}"),
+                        });
+                    }
                     // Nothing more can be sent; keep answering the screen until it closes.
                     while let Some(command) = self.commands.recv().await {
                         if let LinkCommand::Send {
@@ -200,12 +215,13 @@ impl Link {
             }
         }
         self.tell(Update::Connection(Connection::Online));
-        let mut heard = Instant::now();
+        let mut next_ping = Instant::now() + IDLE;
+        // When the unanswered ping went out; any frame since proves the connection alive.
         let mut ping_sent: Option<Instant> = None;
         loop {
             let check_at = match ping_sent {
                 Some(at) => at + PING_ANSWER,
-                None => heard + IDLE,
+                None => next_ping,
             };
             tokio::select! {
                 command = self.commands.recv() => {
@@ -229,10 +245,11 @@ impl Link {
                         }
                         LinkCommand::Unsubscribe(room) => {
                             self.rooms.remove(&room);
-                            request(&mut channel, &mut asked, ClientFrame::Unsubscribe { room }, Asked::Other).await
+                            channel.request(ClientFrame::Unsubscribe { room }).await.map(drop)
                         }
+                        // Typing notices have no answer: nothing to remember.
                         LinkCommand::Typing(room) => {
-                            request(&mut channel, &mut asked, ClientFrame::Typing { room }, Asked::Other).await
+                            channel.request(ClientFrame::Typing { room }).await.map(drop)
                         }
                     };
                     if let Err(e) = result {
@@ -240,7 +257,6 @@ impl Link {
                     }
                 }
                 message = channel.next() => {
-                    heard = Instant::now();
                     ping_sent = None;
                     match message {
                         Ok(Some(message)) => {
@@ -261,6 +277,7 @@ impl Link {
                         return Ended::Lost(e.to_string());
                     }
                     ping_sent = Some(Instant::now());
+                    next_ping = Instant::now() + IDLE;
                 }
             }
         }
@@ -324,10 +341,8 @@ impl Link {
                             .outbox
                             .iter()
                             .position(|o| o.client_msg_id == client_msg_id)?;
-                        // Refusals are final; a durability timeout is retried on reconnection.
-                        if code == ErrorCode::Internal {
-                            return Some(Ended::Lost(error));
-                        }
+                        // Refusals are final. (A durability timeout is reported too; if the
+                        // message is stored after all, its event replaces the marked line.)
                         let out = self.outbox.remove(at);
                         self.tell(Update::SendFailed {
                             room: out.room,
@@ -339,17 +354,18 @@ impl Link {
                         self.rooms.remove(&room);
                         self.tell(Update::SubscriptionFailed { room, error });
                     }
-                    Some(Asked::Ping | Asked::Other) => self.tell(Update::Error(error)),
-                    None => {
-                        let ended =
-                            if matches!(code, ErrorCode::AccessRevoked | ErrorCode::MemberInactive)
-                            {
-                                Ended::Fatal(error)
-                            } else {
-                                Ended::Lost(error)
-                            };
-                        return Some(ended);
-                    }
+                    Some(Asked::Ping) => self.tell(Update::Error(error)),
+                    // Not about one request: the session is ending, or something was dropped
+                    // (an oversized or too frequent frame, a subscription that ended).
+                    None => match code {
+                        ErrorCode::AccessRevoked
+                        | ErrorCode::MemberInactive
+                        | ErrorCode::UnknownMember => return Some(Ended::Fatal(error)),
+                        ErrorCode::SlowConsumer
+                        | ErrorCode::ShuttingDown
+                        | ErrorCode::IdleTimeout => return Some(Ended::Lost(error)),
+                        _ => self.tell(Update::Error(error)),
+                    },
                 }
             }
             _ => {}

@@ -28,6 +28,7 @@ use crossterm::terminal::{
 use futures_util::StreamExt;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 pub use app::App;
@@ -74,6 +75,8 @@ impl Screen {
         std::panic::set_hook(Box::new(move |info| {
             restore(mouse);
             previous(info);
+            // A panic in any task ends the client: never keep drawing on a restored terminal.
+            std::process::exit(101);
         }));
         let terminal = Terminal::new(CrosstermBackend::new(stdout))?;
         Ok(Self { terminal, mouse })
@@ -85,7 +88,12 @@ fn restore(mouse: bool) {
     if mouse {
         let _ = execute!(stdout, DisableMouseCapture);
     }
-    let _ = execute!(stdout, DisableBracketedPaste, LeaveAlternateScreen);
+    let _ = execute!(
+        stdout,
+        DisableBracketedPaste,
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
     let _ = disable_raw_mode();
 }
 
@@ -115,6 +123,9 @@ pub async fn run(client: Client, options: Options) -> Result<(), ClientError> {
     let size = screen.terminal.size().map_err(terminal_error)?;
     app.resize(size.width, size.height);
     let mut keys = EventStream::new();
+    // Killed or hung up: leave cleanly, terminal restored.
+    let mut terminate = signal(SignalKind::terminate()).map_err(terminal_error)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(terminal_error)?;
     let mut clock = tokio::time::interval(Duration::from_millis(500));
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -154,6 +165,8 @@ pub async fn run(client: Client, options: Options) -> Result<(), ClientError> {
                 }
             },
             _ = clock.tick() => app.tick(Instant::now()),
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => break,
         }
     }
     drop(link_tx);

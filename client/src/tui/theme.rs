@@ -10,36 +10,56 @@ use ratatui::style::{Color, Modifier, Style};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Theme {
     pub color: bool,
+    /// 24-bit colour (`COLORTERM=truecolor`); otherwise the nearest of the 256 indexed colours.
+    pub truecolor: bool,
 }
 
 impl Theme {
     /// Colour unless `NO_COLOR` is set to a non-empty value (the convention terminals share).
     pub fn from_env() -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Self { color: !no_color }
+        let truecolor =
+            std::env::var("COLORTERM").is_ok_and(|v| matches!(v.as_str(), "truecolor" | "24bit"));
+        Self {
+            color: !no_color,
+            truecolor,
+        }
+    }
+
+    /// Full colour (the TLP colours exactly).
+    pub fn colored() -> Self {
+        Self {
+            color: true,
+            truecolor: true,
+        }
     }
 
     pub fn plain() -> Self {
-        Self { color: false }
+        Self {
+            color: false,
+            truecolor: false,
+        }
     }
 
-    fn colored(&self, color: Style, fallback: Style) -> Style {
+    fn pick(&self, color: Style, fallback: Style) -> Style {
         if self.color { color } else { fallback }
     }
 
     /// A TLP badge: the label's colour on black, as TLP 2.0 prescribes.
     pub fn tlp(&self, tlp: Tlp) -> Style {
-        let fg = match tlp {
-            Tlp::Red => Color::Rgb(0xFF, 0x2B, 0x2B),
-            Tlp::AmberStrict | Tlp::Amber => Color::Rgb(0xFF, 0xC0, 0x00),
-            Tlp::Green => Color::Rgb(0x33, 0xFF, 0x00),
-            Tlp::Clear => Color::Rgb(0xFF, 0xFF, 0xFF),
+        let (fg, indexed) = match tlp {
+            Tlp::Red => (Color::Rgb(0xFF, 0x2B, 0x2B), 203),
+            Tlp::AmberStrict | Tlp::Amber => (Color::Rgb(0xFF, 0xC0, 0x00), 214),
+            Tlp::Green => (Color::Rgb(0x33, 0xFF, 0x00), 82),
+            Tlp::Clear => (Color::Rgb(0xFF, 0xFF, 0xFF), 231),
         };
-        self.colored(
-            Style::new()
-                .fg(fg)
-                .bg(Color::Rgb(0, 0, 0))
-                .add_modifier(Modifier::BOLD),
+        let (fg, bg) = if self.truecolor {
+            (fg, Color::Rgb(0, 0, 0))
+        } else {
+            (Color::Indexed(indexed), Color::Indexed(16))
+        };
+        self.pick(
+            Style::new().fg(fg).bg(bg).add_modifier(Modifier::BOLD),
             Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED),
         )
     }
@@ -56,25 +76,25 @@ impl Theme {
         } else {
             Color::White
         };
-        self.colored(
+        self.pick(
             Style::new().fg(fg).bg(bg).add_modifier(Modifier::BOLD),
             Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED),
         )
     }
 
     pub fn error(&self) -> Style {
-        self.colored(
+        self.pick(
             Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
             Style::new().add_modifier(Modifier::BOLD),
         )
     }
 
     pub fn ok(&self) -> Style {
-        self.colored(Style::new().fg(Color::Green), Style::new())
+        self.pick(Style::new().fg(Color::Green), Style::new())
     }
 
     pub fn warn(&self) -> Style {
-        self.colored(
+        self.pick(
             Style::new().fg(Color::Yellow),
             Style::new().add_modifier(Modifier::BOLD),
         )
@@ -82,7 +102,7 @@ impl Theme {
 
     /// Secondary text: times, organisations, sequence numbers.
     pub fn dim(&self) -> Style {
-        self.colored(
+        self.pick(
             Style::new().fg(Color::DarkGray),
             Style::new().add_modifier(Modifier::DIM),
         )
@@ -90,7 +110,7 @@ impl Theme {
 
     pub fn sender(&self, mine: bool) -> Style {
         let color = if mine { Color::Cyan } else { Color::LightBlue };
-        self.colored(
+        self.pick(
             Style::new().fg(color).add_modifier(Modifier::BOLD),
             Style::new().add_modifier(Modifier::BOLD),
         )
@@ -98,7 +118,7 @@ impl Theme {
 
     /// The selected room, the focused border.
     pub fn selected(&self) -> Style {
-        self.colored(
+        self.pick(
             Style::new()
                 .fg(Color::Black)
                 .bg(Color::Cyan)
@@ -109,7 +129,7 @@ impl Theme {
 
     /// A line that mentions this member.
     pub fn mention(&self) -> Style {
-        self.colored(
+        self.pick(
             Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD),
             Style::new().add_modifier(Modifier::UNDERLINED),
         )

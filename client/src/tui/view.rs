@@ -23,16 +23,46 @@ pub const ROOMS_WIDTH: u16 = 22;
 /// The side panel's width at most.
 const PANEL_WIDTH: u16 = 36;
 
-pub fn draw(frame: &mut Frame, app: &App) {
-    let area = frame.area();
-    let [header, alerts, main, input, status] = Layout::vertical([
+/// The screen's regions: header, alerts bar, main, input, status.
+fn regions(app: &App, area: Rect) -> [Rect; 5] {
+    Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(app.alert_rows()),
         Constraint::Min(3),
         Constraint::Length(3),
         Constraint::Length(1),
     ])
-    .areas(area);
+    .areas(area)
+}
+
+fn rooms_width(main: Rect) -> u16 {
+    ROOMS_WIDTH.min(main.width / 3)
+}
+
+/// The first room shown when `visible` rows show `selected`.
+fn rooms_offset(selected: usize, visible: usize) -> usize {
+    (selected + 1).saturating_sub(visible.max(1))
+}
+
+/// The room listed at a screen position, if any (for mouse clicks): the same geometry as drawn.
+pub fn room_at(app: &App, column: u16, row: u16) -> Option<usize> {
+    let area = Rect::new(0, 0, app.size.0, app.size.1);
+    let [_, _, main, _, _] = regions(app, area);
+    let list = Block::bordered().inner(Rect {
+        width: rooms_width(main),
+        ..main
+    });
+    if !list.contains(ratatui::layout::Position::new(column, row)) {
+        return None;
+    }
+    let offset = rooms_offset(app.selected, usize::from(list.height));
+    let index = offset + usize::from(row - list.y);
+    (index < app.rooms.len()).then_some(index)
+}
+
+pub fn draw(frame: &mut Frame, app: &App) {
+    let area = frame.area();
+    let [header, alerts, main, input, status] = regions(app, area);
     draw_header(frame, app, header);
     draw_alerts(frame, app, alerts);
     let panel = if app.panel_shown() && main.width >= ROOMS_WIDTH + 30 + 20 {
@@ -41,7 +71,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         0
     };
     let [rooms, messages, side] = Layout::horizontal([
-        Constraint::Length(ROOMS_WIDTH.min(main.width / 3)),
+        Constraint::Length(rooms_width(main)),
         Constraint::Min(10),
         Constraint::Length(panel),
     ])
@@ -145,7 +175,10 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
             (format!("✕ disconnected: {}", clean(reason)), theme.error())
         }
     };
-    let state_width = (state.chars().count() as u16 + 1).min(area.width / 2 + area.width / 4);
+    let state_width = u16::try_from(state.chars().count())
+        .unwrap_or(u16::MAX)
+        .saturating_add(1)
+        .min(area.width / 2 + area.width / 4);
     let [left, right] =
         Layout::horizontal([Constraint::Min(1), Constraint::Length(state_width)]).areas(area);
     frame.render_widget(Paragraph::new(Span::styled(who, theme.title())), left);
@@ -186,8 +219,10 @@ fn draw_alerts(frame: &mut Frame, app: &App, area: Rect) {
 fn draw_rooms(frame: &mut Frame, app: &App, area: Rect) {
     let theme = &app.theme;
     let inner = area.width.saturating_sub(2) as usize;
+    let visible = usize::from(area.height.saturating_sub(2));
+    let offset = rooms_offset(app.selected, visible);
     let mut lines = Vec::new();
-    for (i, room) in app.rooms.iter().enumerate() {
+    for (i, room) in app.rooms.iter().enumerate().skip(offset) {
         let selected = i == app.selected;
         let s = &room.summary;
         let tlp = s.tlp_max.map(short_tlp).unwrap_or("");
@@ -227,7 +262,10 @@ fn draw_rooms(frame: &mut Frame, app: &App, area: Rect) {
         lines.push(Line::styled("no rooms yet:", theme.dim()));
         lines.push(Line::styled("/join ROOM", theme.dim()));
     }
-    let block = Block::bordered().title(" rooms ");
+    let mut block = Block::bordered().title(" rooms ");
+    if offset > 0 || app.rooms.len() > offset + visible {
+        block = block.title_bottom(format!(" {}/{} ", app.selected + 1, app.rooms.len()));
+    }
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
@@ -325,9 +363,20 @@ fn draw_messages(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(Paragraph::new(lines), area);
 }
 
+/// `09:41` today, `11-22 09:41` on other days (UTC, as the help says).
 fn hh_mm(at: time::OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
-    format!("{:02}:{:02}", at.hour(), at.minute())
+    if at.date() == time::OffsetDateTime::now_utc().date() {
+        format!("{:02}:{:02}", at.hour(), at.minute())
+    } else {
+        format!(
+            "{:02}-{:02} {:02}:{:02}",
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute()
+        )
+    }
 }
 
 fn bytes(n: u64) -> String {
@@ -601,7 +650,19 @@ fn draw_input(frame: &mut Frame, app: &App, area: Rect) {
         }
     };
     let mut block = Block::bordered().title(title);
-    if matches!(
+    // An error holds the status line: a transfer under way shows here meanwhile.
+    if let (Some(_), Some(t)) = (
+        app.status.as_ref().filter(|s| s.error),
+        app.transfers.first(),
+    ) {
+        block = block.title_bottom(Span::styled(
+            format!(
+                " {} ",
+                transfer_line(t, area.width.saturating_sub(4) as usize)
+            ),
+            theme.title(),
+        ));
+    } else if matches!(
         app.connection,
         Connection::Offline { .. } | Connection::Connecting
     ) {
@@ -644,7 +705,7 @@ pub fn transfer_line(t: &Transfer, width: usize) -> String {
     let bar = format!("[{}{}]", "=".repeat(filled), " ".repeat(bar_width - filled));
     let text = format!(
         "{} · {stage} {percent:>3}% {bar} {} / {}",
-        t.label,
+        clean(&t.label),
         bytes(t.done),
         bytes(t.total)
     );
@@ -654,17 +715,16 @@ pub fn transfer_line(t: &Transfer, width: usize) -> String {
 fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
     let theme = &app.theme;
     let width = area.width as usize;
-    let line = if let Some(status) = &app.status {
-        if status.error {
-            Line::styled(
-                fit(&format!("error: {}", clean(&status.text)), width),
-                theme.error(),
-            )
-        } else {
-            Line::raw(fit(&clean(&status.text), width))
-        }
+    let error = app.status.as_ref().filter(|s| s.error);
+    let line = if let Some(status) = error {
+        Line::styled(
+            fit(&format!("error: {}", clean(&status.text)), width),
+            theme.error(),
+        )
     } else if let Some(t) = app.transfers.first() {
         Line::styled(transfer_line(t, width), theme.title())
+    } else if let Some(status) = &app.status {
+        Line::raw(fit(&clean(&status.text), width))
     } else {
         Line::styled(
             fit(
@@ -674,24 +734,6 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
             theme.dim(),
         )
     };
-    // A transfer under way stays visible even while a status is shown, when there is room.
-    if app.status.is_some()
-        && let Some(t) = app.transfers.first()
-        && width >= 100
-    {
-        let [left, right] =
-            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
-                .areas(area);
-        frame.render_widget(Paragraph::new(line), left);
-        frame.render_widget(
-            Paragraph::new(Line::styled(
-                transfer_line(t, right.width as usize),
-                theme.title(),
-            )),
-            right,
-        );
-        return;
-    }
     frame.render_widget(Paragraph::new(line), area);
 }
 
@@ -823,7 +865,7 @@ mod tests {
 
     #[test]
     fn the_main_screen_fits_80_by_24() {
-        let app = fixtures::app(Theme { color: true }, 80, 24);
+        let app = fixtures::app(Theme::colored(), 80, 24);
         let buffer = render(&app);
         let text = screen_text(&buffer);
         for expected in [
@@ -857,7 +899,7 @@ mod tests {
 
     #[test]
     fn tlp_badges_wear_the_tlp_colours() {
-        let app = fixtures::app(Theme { color: true }, 80, 24);
+        let app = fixtures::app(Theme::colored(), 80, 24);
         let buffer = render(&app);
         let (x, y) = find(&buffer, "[TLP:AMBER] ipv4");
         let cell = &buffer[(x, y)];
@@ -899,7 +941,7 @@ mod tests {
 
     #[test]
     fn an_unacknowledged_alert_takes_the_top_of_the_screen() {
-        let mut app = fixtures::app(Theme { color: true }, 80, 24);
+        let mut app = fixtures::app(Theme::colored(), 80, 24);
         let bo = fixtures::member("m-bo", "Bo Lind", "NCSC-FI");
         app.apply(Update::Alert(Box::new(fixtures::alert("a-1", &bo))));
         app.apply(Update::Alert(Box::new(fixtures::alert("a-2", &bo))));
@@ -920,7 +962,7 @@ mod tests {
 
     #[test]
     fn a_wide_terminal_shows_indicators_and_files() {
-        let app = fixtures::app(Theme { color: true }, 130, 40);
+        let app = fixtures::app(Theme::colored(), 130, 40);
         let text = screen_text(&render(&app));
         for expected in [
             "indicators (1)",
@@ -935,7 +977,7 @@ mod tests {
 
     #[test]
     fn ctrl_t_shows_the_panel_at_80_columns() {
-        let mut app = fixtures::app(Theme { color: true }, 100, 24);
+        let mut app = fixtures::app(Theme::colored(), 100, 24);
         assert!(!screen_text(&render(&app)).contains("indicators ("));
         app.on_key(fixtures::ctrl('t'));
         assert!(screen_text(&render(&app)).contains("indicators (1)"));
@@ -943,7 +985,7 @@ mod tests {
 
     #[test]
     fn help_lists_keys_and_commands_and_scrolls() {
-        let mut app = fixtures::app(Theme { color: true }, 80, 24);
+        let mut app = fixtures::app(Theme::colored(), 80, 24);
         app.on_key(key(KeyCode::Char('?')));
         let text = screen_text(&render(&app));
         assert!(text.contains("Keys") && text.contains("Ctrl-N"), "{text}");
@@ -959,7 +1001,7 @@ mod tests {
 
     #[test]
     fn offline_state_is_shown_and_typed_text_stays() {
-        let mut app = fixtures::app(Theme { color: true }, 80, 24);
+        let mut app = fixtures::app(Theme::colored(), 80, 24);
         for c in "half a sentence".chars() {
             app.on_key(key(KeyCode::Char(c)));
         }
@@ -978,7 +1020,7 @@ mod tests {
 
     #[test]
     fn errors_and_transfers_use_the_status_line() {
-        let mut app = fixtures::app(Theme { color: true }, 80, 24);
+        let mut app = fixtures::app(Theme::colored(), 80, 24);
         app.apply(Update::Error(
             "upload of /tmp/x: No such file or directory".into(),
         ));
@@ -1018,7 +1060,7 @@ mod tests {
 
     #[test]
     fn control_characters_from_peers_are_made_visible() {
-        let mut app = fixtures::app(Theme { color: true }, 80, 24);
+        let mut app = fixtures::app(Theme::colored(), 80, 24);
         let bo = fixtures::member("m-bo", "Bo\u{1b}[2J", "NCSC-FI");
         app.apply(Update::Event(Box::new(fixtures::event(
             "ops",
@@ -1034,13 +1076,68 @@ mod tests {
 
     #[test]
     fn a_room_not_joined_says_how_to_join() {
-        let mut app = fixtures::app(Theme { color: true }, 80, 24);
+        let mut app = fixtures::app(Theme::colored(), 80, 24);
         app.on_key(fixtures::ctrl('p'));
         let text = screen_text(&render(&app));
         assert!(text.contains("You have not joined lobby."), "{text}");
         assert!(text.contains("/join to join #lobby"), "{text}");
         assert!(text.contains("[TLP:CLEAR]"), "{text}");
         let _ = Tlp::Clear;
+    }
+
+    #[test]
+    fn the_rooms_list_scrolls_to_the_selection_and_clicks_hit_rooms() {
+        let mut app = fixtures::app(Theme::colored(), 80, 24);
+        let many: Vec<_> = (0..40)
+            .map(|i| fixtures::summary(&format!("room-{i:02}"), Tlp::Green, true, 0, 0))
+            .collect();
+        app.apply(Update::Rooms(many));
+        for _ in 0..39 {
+            app.on_key(fixtures::ctrl('n'));
+        }
+        let buffer = render(&app);
+        let text = screen_text(&buffer);
+        assert!(text.contains("#room-39"), "{text}");
+        assert!(text.contains("40/40"), "{text}");
+        // A click on the first listed row selects the room shown there.
+        let (_, y) = find(&buffer, "│#room-");
+        let shown = rows(&buffer)[usize::from(y)].clone();
+        let index = room_at(&app, 3, y).expect("a room");
+        assert!(
+            shown.contains(&format!("#{}", app.rooms[index].name())),
+            "{shown}"
+        );
+        assert_eq!(room_at(&app, 3, 22), None, "the input line is not the list");
+        assert_eq!(
+            room_at(&app, 40, y),
+            None,
+            "the message pane is not the list"
+        );
+    }
+
+    #[test]
+    fn tiny_terminals_do_not_break_drawing() {
+        for (w, h) in [(1, 1), (10, 5), (30, 8), (80, 3)] {
+            let mut app = fixtures::app(Theme::colored(), w, h);
+            app.apply(Update::Alert(Box::new(fixtures::alert(
+                "a-1",
+                &fixtures::member("m-bo", "Bo Lind", "NCSC-FI"),
+            ))));
+            app.on_key(key(KeyCode::Char('?')));
+            render(&app);
+            app.on_key(key(KeyCode::Esc));
+            render(&app);
+        }
+    }
+
+    #[test]
+    fn without_truecolor_tlp_uses_indexed_colours() {
+        let theme = Theme {
+            color: true,
+            truecolor: false,
+        };
+        assert_eq!(theme.tlp(Tlp::Red).fg, Some(Color::Indexed(203)));
+        assert_eq!(theme.tlp(Tlp::Amber).fg, Some(Color::Indexed(214)));
     }
 
     #[test]

@@ -501,6 +501,8 @@ impl Rooms {
     ) -> Result<RoomSummary, ApiError> {
         let (room, member) = (auth.resource(), auth.principal().id());
         let head = self.durable_head(room)?;
+        // Read and write under one lock: two requests racing must not move the marker back.
+        let _records = self.records.lock().map_err(|_| lock_poisoned())?;
         let marker = seq.min(head).max(self.read_marker(room, member)?);
         self.store
             .put(&keys::read_marker(room, member), &value::encode(&marker)?)?;
