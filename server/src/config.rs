@@ -181,6 +181,10 @@ pub struct Limits {
     pub slow_consumer_ms: u64,
     /// How long a TLS handshake may take.
     pub handshake_timeout_ms: u64,
+    /// Connections one IP address may hold open at once (handshaking or established), so that
+    /// one host cannot exhaust the server with half-open or idle connections. Organisations
+    /// behind one NAT share it: keep it well above their members' sessions.
+    pub connections_per_address: u32,
     /// How long a send waits for its message to become durable before reporting failure.
     pub durable_timeout_ms: u64,
     /// Largest page of history.
@@ -219,6 +223,7 @@ impl Default for Limits {
             send_queue_frames: 256,
             slow_consumer_ms: 10_000,
             handshake_timeout_ms: 10_000,
+            connections_per_address: 512,
             durable_timeout_ms: 10_000,
             history_page_max: 500,
             shutdown_grace_ms: 10_000,
@@ -267,6 +272,9 @@ impl Limits {
         }
         if self.send_queue_frames == 0 {
             return bad("limits.send_queue_frames must be above 0");
+        }
+        if self.connections_per_address == 0 {
+            return bad("limits.connections_per_address must be above 0");
         }
         if self.history_page_max == 0 {
             return bad("limits.history_page_max must be above 0");

@@ -34,6 +34,7 @@ pub async fn accept_loop(
     tracker: TaskTracker,
     sessions: Option<Arc<Sessions>>,
 ) {
+    let per_address = PerAddress::new(limits.connections_per_address);
     loop {
         let (tcp, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -47,6 +48,12 @@ pub async fn accept_loop(
                 }
             },
         };
+        let Some(slot) = per_address.take(peer.ip()) else {
+            // Closed before any TLS work: a flood from one host costs an accept and a close.
+            tracing::info!(%peer, limit = limits.connections_per_address, "connection refused: too many open from this address");
+            drop(tcp);
+            continue;
+        };
         let acceptor = TlsAcceptor::from(tls());
         let (app, limits, shutdown, sessions) = (
             app.clone(),
@@ -56,6 +63,7 @@ pub async fn accept_loop(
         );
         tracker.spawn(async move {
             serve_connection(tcp, peer, acceptor, app, limits, shutdown, sessions).await;
+            drop(slot);
         });
     }
 }
@@ -140,5 +148,72 @@ async fn serve_connection(
         () = cut.cancelled() => {
             tracing::info!(%peer, "connection closed: the member's access was withdrawn");
         }
+    }
+}
+
+/// Open connections per IP address, with a cap.
+#[derive(Debug, Clone)]
+struct PerAddress {
+    limit: u32,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>>,
+}
+
+/// One connection's place in its address's count; given back on drop.
+#[derive(Debug)]
+struct Slot {
+    ip: std::net::IpAddr,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>>,
+}
+
+impl PerAddress {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    fn take(&self, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock().ok()?;
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.open.lock()
+            && let Some(count) = open.get_mut(&self.ip)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_gets_its_limit_and_slots_come_back() {
+        let per = PerAddress::new(2);
+        let a: std::net::IpAddr = [10, 0, 0, 1].into();
+        let b: std::net::IpAddr = [10, 0, 0, 2].into();
+        let first = per.take(a).expect("first");
+        let _second = per.take(a).expect("second");
+        assert!(per.take(a).is_none(), "third from the same address");
+        assert!(per.take(b).is_some(), "other addresses are not affected");
+        drop(first);
+        assert!(per.take(a).is_some(), "a closed connection frees its slot");
     }
 }

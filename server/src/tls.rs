@@ -86,6 +86,9 @@ pub fn server_config(
             key_from_pem("the server key", key_pem)?,
         )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The server picks the suite by its own order (AEAD only; AES-256-GCM first), not a
+    // client that prefers a weaker one.
+    config.ignore_client_order = true;
     // No 0-RTT: early data could be replayed.
     config.max_early_data_size = 0;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -107,6 +110,7 @@ pub fn enroll_config(
         .with_no_client_auth()
         .with_single_cert(chain, key_from_pem("the server key", key_pem)?)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
     config.max_early_data_size = 0;
     Ok(config)
 }

@@ -74,6 +74,27 @@ async fn certificates_the_deployment_did_not_issue_or_that_are_not_valid_now_are
         "not yet valid",
     );
 
+    // Self-signed, naming the member: anyone can make one; nobody gets in with it.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, alice.as_str());
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let self_signed = params.self_signed(&key).expect("self-signed");
+    assert_refused(
+        probe(
+            d.addr(),
+            tls_config(
+                &ca_pem,
+                Some((&self_signed.pem(), &key.serialize_pem())),
+                tls13(),
+            ),
+        )
+        .await,
+        "self-signed",
+    );
+
     // The server's own certificate is for serverAuth only.
     let server_cert = std::fs::read_to_string(d.data_dir().join("pki/server.pem")).expect("read");
     let server_key = std::fs::read_to_string(d.data_dir().join("pki/server.key")).expect("read");

@@ -1,6 +1,7 @@
 //! End-to-end tests: every test starts a real server over real mutual TLS on 127.0.0.1 with an
 //! ephemeral port and a temporary data dir (see the harness in `tests/src/lib.rs`).
 
+mod abuse;
 mod alerts;
 mod at_rest;
 mod audit;

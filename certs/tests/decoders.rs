@@ -1,0 +1,71 @@
+//! What peers hand the PKI code: signing requests at enrollment and renewal, certificates in
+//! handshakes. Generated and mutated input must be refused with a reason, never panic.
+//!
+//! Bounded in the normal test command; `PROPTEST_CASES=100000 cargo test --release -p
+//! escape-certs --test decoders` for a long run.
+
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use rustls_pki_types::CertificateDer;
+
+fn valid_request() -> &'static str {
+    static REQUEST: OnceLock<String> = OnceLock::new();
+    REQUEST.get_or_init(|| {
+        escape_certs::signing_request("Ana Tamm")
+            .expect("signing request")
+            .0
+    })
+}
+
+fn valid_certificate() -> &'static [u8] {
+    static CERT: OnceLock<Vec<u8>> = OnceLock::new();
+    CERT.get_or_init(|| {
+        let ca = escape_certs::Ca::generate("Fuzz", escape_certs::Validity::days_from_now(1))
+            .expect("ca");
+        let pem = ca.cert_pem().to_owned();
+        rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+            .map(|c: CertificateDer<'static>| c.to_vec())
+            .expect("der")
+    })
+}
+
+fn mutate(mut bytes: Vec<u8>, edits: Vec<(usize, u8, bool)>) -> Vec<u8> {
+    for (at, byte, insert) in edits {
+        if bytes.is_empty() {
+            bytes.push(byte);
+            continue;
+        }
+        let at = at % bytes.len();
+        if insert {
+            bytes.insert(at, byte);
+        } else {
+            bytes[at] = byte;
+        }
+    }
+    bytes
+}
+
+proptest! {
+    #[test]
+    fn signing_requests_verify_or_say_why(
+        text in any::<String>(),
+        edits in prop::collection::vec((any::<usize>(), any::<u8>(), any::<bool>()), 0..6),
+    ) {
+        let _ = escape_certs::check_signing_request(&text);
+        let mutated = mutate(valid_request().as_bytes().to_vec(), edits);
+        let _ = escape_certs::check_signing_request(&String::from_utf8_lossy(&mutated));
+    }
+
+    #[test]
+    fn certificates_from_handshakes_parse_or_say_why(
+        random in prop::collection::vec(any::<u8>(), 0..512),
+        edits in prop::collection::vec((any::<usize>(), any::<u8>(), any::<bool>()), 0..6),
+    ) {
+        for der in [random, mutate(valid_certificate().to_vec(), edits)] {
+            let cert = CertificateDer::from(der);
+            let _ = escape_certs::member_id_of(&cert);
+            let _ = escape_certs::not_after(&cert);
+        }
+    }
+}
