@@ -42,6 +42,22 @@ pub enum Stage {
 /// Called with the stage, bytes done and bytes in total.
 pub type Progress = Arc<dyn Fn(Stage, u64, u64) + Send + Sync>;
 
+/// A byte count for people (`1.5 MiB`).
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// A progress callback that shows nothing.
 pub fn no_progress() -> Progress {
     Arc::new(|_, _, _| {})

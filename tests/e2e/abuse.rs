@@ -71,15 +71,9 @@ async fn oversized_headers_are_refused_and_the_server_keeps_serving() {
     let mut d = TestDeployment::new();
     d.start().await;
     let client = d.client("admin").await;
-    let profile = client.profile().clone();
-    let tls = escape_client::tls::client_config(&profile).expect("tls");
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .resolve("localhost", d.addr())
-        .build()
-        .expect("http");
+    let (http, base) = d.http("admin").await;
     let response = http
-        .get(format!("{}/v1/me", client.base_url()))
+        .get(format!("{base}/v1/me"))
         .header("x-padding", "a".repeat(128 * 1024))
         .send()
         .await;

@@ -156,15 +156,7 @@ async fn malformed_unknown_and_oversized_frames_get_error_frames_and_the_connect
 async fn bad_http_requests_get_coded_json_errors() {
     let mut d = TestDeployment::new();
     d.start().await;
-    let client = d.client("admin").await;
-    let base = client.base_url().to_owned();
-    let profile = client.profile().clone();
-    let tls = escape_client::tls::client_config(&profile).expect("tls");
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .resolve("localhost", d.addr())
-        .build()
-        .expect("http");
+    let (http, base) = d.http("admin").await;
 
     let cases = [
         (

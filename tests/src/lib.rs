@@ -259,6 +259,19 @@ impl TestDeployment {
         Client::new(self.profile(name)).await.expect("client")
     }
 
+    /// A plain HTTP client with `name`'s certificate, and the base URL: for requests the
+    /// library client would never send (malformed, oversized, hand-made).
+    pub async fn http(&self, name: &str) -> (reqwest::Client, String) {
+        let client = self.client(name).await;
+        let tls = escape_client::tls::client_config(client.profile()).expect("tls");
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .resolve("localhost", self.addr())
+            .build()
+            .expect("http");
+        (http, client.base_url().to_owned())
+    }
+
     pub async fn channel(&self, name: &str) -> Channel {
         within(
             "WebSocket connect",

@@ -17,6 +17,7 @@ use unicode_width::UnicodeWidthChar;
 use super::app::{App, Connection, Overlay, Pending, Room, Transfer};
 use super::commands::{COMMANDS, KEYS};
 use super::theme::Theme;
+use crate::files::human_size as bytes;
 
 /// The rooms list's width, borders included.
 pub const ROOMS_WIDTH: u16 = 22;
@@ -376,21 +377,6 @@ fn hh_mm(at: time::OffsetDateTime) -> String {
             at.hour(),
             at.minute()
         )
-    }
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
