@@ -381,3 +381,131 @@ async fn send_message(client: &Client, room: &RoomName, text: &str) {
         .expect("send");
     channel.close().await;
 }
+
+/// The next update that `wanted` accepts; every update passed over on the way is returned too.
+async fn until_update(
+    updates: &mut tokio::sync::mpsc::UnboundedReceiver<escape_client::tui::app::Update>,
+    what: &str,
+    wanted: impl Fn(&escape_client::tui::app::Update) -> bool,
+) -> Vec<escape_client::tui::app::Update> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + STEP;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let update = tokio::time::timeout(left, updates.recv())
+            .await
+            .unwrap_or_else(|_| panic!("waited {STEP:?} for {what}; saw {seen:?}"))
+            .expect("link running");
+        let done = wanted(&update);
+        seen.push(update);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// The link alone, against a real server: a frame the server drops is reported without
+/// reconnecting (the next message goes out on the same connection), and a suspension stops it
+/// for good, failing what is sent afterwards instead of keeping it "sending" forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_reconnects_only_when_the_session_ends() {
+    use escape_client::tui::app::{Connection, Update};
+    use escape_client::tui::link::{self, LinkCommand};
+
+    let (data, _keys, done, config) = common::new_deployment();
+    let (bo_id, bo_bundle) = common::add_member(
+        &config,
+        data.path(),
+        "bo",
+        Attributes {
+            organisation: "NCSC-FI".into(),
+            country: "FI".into(),
+            sector: "government".into(),
+            role: "analyst".into(),
+            clearance: 1,
+            vetting: "vetted".into(),
+            clients: Vec::new(),
+        },
+    );
+    let server = escape_server::start(config.clone()).await.expect("start");
+    let addr = server.local_addr();
+    let admin = Client::new(profile(&done.admin_profile, addr))
+        .await
+        .expect("admin");
+    let ops = RoomName::parse("ops").expect("room");
+    admin
+        .create_room_with(&CreateRoom::new(ops.clone(), "link"))
+        .await
+        .expect("room");
+    let bo = Client::new(profile(&bo_bundle, addr)).await.expect("bo");
+    bo.join(&ops).await.expect("join");
+
+    let (commands, commands_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (updates_tx, mut updates) = tokio::sync::mpsc::unbounded_channel();
+    let _link = link::spawn(bo.clone(), commands_rx, updates_tx);
+    until_update(&mut updates, "online", |u| {
+        matches!(u, Update::Connection(Connection::Online))
+    })
+    .await;
+    let send = |id: &str, text: String| LinkCommand::Send {
+        room: ops.clone(),
+        client_msg_id: id.to_owned(),
+        body: Body::text(text),
+    };
+    commands
+        .send(LinkCommand::Subscribe {
+            room: ops.clone(),
+            since: Some(0),
+        })
+        .expect("link");
+
+    // Larger than the server's frame limit: dropped by the server, reported by the link.
+    commands
+        .send(send("too-big", "x".repeat(100 * 1024)))
+        .expect("link");
+    commands
+        .send(send("small", "still connected".into()))
+        .expect("link");
+    let seen = until_update(
+        &mut updates,
+        "the small message acknowledged",
+        |u| matches!(u, Update::Acked { client_msg_id, .. } if client_msg_id == "small"),
+    )
+    .await;
+    assert!(
+        seen.iter()
+            .any(|u| matches!(u, Update::Error(_) | Update::SendFailed { .. })),
+        "the dropped frame is reported: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|u| matches!(
+            u,
+            Update::Connection(Connection::Offline { .. } | Connection::Connecting)
+        )),
+        "no reconnection for a dropped frame: {seen:?}"
+    );
+
+    // Suspended: the link stops and says why; a message sent now fails at once.
+    admin
+        .set_status(
+            &bo_id,
+            escape_proto::vetting::StatusChange::Suspend,
+            "review".into(),
+        )
+        .await
+        .expect("suspend");
+    until_update(&mut updates, "stopped", |u| {
+        matches!(u, Update::Connection(Connection::Stopped(_)))
+    })
+    .await;
+    commands
+        .send(send("after", "after the suspension".into()))
+        .expect("link");
+    until_update(
+        &mut updates,
+        "the late message failed",
+        |u| matches!(u, Update::SendFailed { client_msg_id, .. } if client_msg_id == "after"),
+    )
+    .await;
+    server.shutdown().await;
+}

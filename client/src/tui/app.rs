@@ -218,15 +218,6 @@ impl Room {
             _ => None,
         })
     }
-
-    fn newest(&self) -> u64 {
-        self.messages
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(0)
-            .max(self.summary.head)
-    }
 }
 
 /// A file going up or down.
@@ -1243,14 +1234,6 @@ impl App {
         {
             self.selected = index;
         }
-    }
-
-    /// The newest sequence this client has of `room` (for tests and the link's resume).
-    pub fn newest(&self, room: &RoomName) -> Option<u64> {
-        self.rooms
-            .iter()
-            .find(|r| r.name() == room)
-            .map(Room::newest)
     }
 }
 

@@ -201,10 +201,10 @@ impl Worker {
         .await;
         let outcome = match outcome {
             Ok(info) => {
-                let _ = self.updates.send(Update::Files(
-                    room.clone(),
-                    self.client.files(&room).await.unwrap_or_default(),
-                ));
+                // The panel shows the new file; a failed listing leaves it as it was.
+                if let Ok(list) = self.client.files(&room).await {
+                    let _ = self.updates.send(Update::Files(room.clone(), list));
+                }
                 Ok(format!(
                     "shared {} in {room} as {} (encrypted here, key generation {})",
                     info.name, info.id, info.generation
