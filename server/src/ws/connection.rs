@@ -28,9 +28,13 @@ use crate::identity::Principal;
 use crate::state::AppState;
 
 /// The sending half every producer of frames for this session holds.
+///
+/// Frames are queued encoded: the queue's slots then hold a string (24 bytes) rather than a
+/// whole `ServerMessage`, which matters because the channel allocates its slots in blocks as soon
+/// as it exists, and an idle session should cost as little as possible.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<ServerMessage>,
+    tx: mpsc::Sender<String>,
     session: Arc<Session>,
     slow_after: Duration,
 }
@@ -56,7 +60,7 @@ impl Outbox {
             biased;
             () = stop.cancelled() => false,
             () = self.session.close.cancelled() => false,
-            sent = self.tx.send_timeout(frame, self.slow_after) => match sent {
+            sent = self.tx.send_timeout(frame.encode(), self.slow_after) => match sent {
                 Ok(()) => true,
                 Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                     self.close(ErrorCode::SlowConsumer, format!(
@@ -536,7 +540,7 @@ async fn deliver_alerts(state: AppState, member: MemberId, outbox: Outbox) {
 
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<ServerMessage>,
+    mut rx: mpsc::Receiver<String>,
     session: Arc<Session>,
 ) {
     loop {
@@ -546,7 +550,7 @@ async fn write_loop(
                 let Some(frame) = frame else { break };
                 // A peer that stopped reading must not hold the writer: closing wins.
                 tokio::select! {
-                    sent = sink.send(Message::Text(frame.encode().into())) => if sent.is_err() {
+                    sent = sink.send(Message::Text(frame.into())) => if sent.is_err() {
                         session.close.cancel();
                         return;
                     },
@@ -565,7 +569,7 @@ async fn write_loop(
     let goodbye = async {
         // Frames already queued (acks of accepted messages) go first.
         while let Ok(frame) = rx.try_recv() {
-            sink.send(Message::Text(frame.encode().into())).await?;
+            sink.send(Message::Text(frame.into())).await?;
         }
         if let Some((code, message)) = reason {
             let frame = ServerMessage::new(None, ServerFrame::Error { code, message });

@@ -1,0 +1,107 @@
+//! File encryption on one stream: Escape's client encrypts (age format, with the SHA-256 pass
+//! that names the file) and decrypts one file, then the `age` command-line tool does the same
+//! with the same recipient. Input and outputs are files in the same folder.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use age::secrecy::ExposeSecret;
+use anyhow::{Context, bail};
+use escape_client::files::{self, no_progress};
+use serde::{Deserialize, Serialize};
+
+use crate::targets::process::find_program;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FilesRun {
+    pub bytes: u64,
+    pub escape_encrypt_mib_s: f64,
+    pub escape_decrypt_mib_s: f64,
+    pub age_encrypt_mib_s: Option<f64>,
+    pub age_decrypt_mib_s: Option<f64>,
+    pub age_version: Option<String>,
+}
+
+fn mib_s(bytes: u64, started: Instant) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / started.elapsed().as_secs_f64()
+}
+
+fn run_age(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(program).args(args).output()?;
+    if !out.status.success() {
+        bail!("age {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+pub fn run(dir: &Path, mib: u64) -> anyhow::Result<FilesRun> {
+    let work = tempfile::tempdir_in(dir)?;
+    let plain = work.path().join("plain.bin");
+    {
+        // Incompressible input, so nothing below the encryption can shortcut it.
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&plain)?);
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            for chunk in block.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+            }
+            out.write_all(&block)?;
+        }
+        out.flush()?;
+    }
+    let bytes = mib * 1024 * 1024;
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+
+    let sealed = work.path().join("escape.age");
+    let started = Instant::now();
+    files::encrypt_file(&plain, &sealed, &recipient, "plain.bin", &no_progress())?;
+    let escape_encrypt_mib_s = mib_s(bytes, started);
+    let opened = work.path().join("escape.out");
+    let started = Instant::now();
+    files::decrypt_file(&sealed, &opened, &identity, &no_progress())?;
+    let escape_decrypt_mib_s = mib_s(bytes, started);
+    std::fs::remove_file(&opened)?;
+    std::fs::remove_file(&sealed)?;
+
+    let (mut age_encrypt_mib_s, mut age_decrypt_mib_s, mut age_version) = (None, None, None);
+    if let Some(age) = find_program("age") {
+        let key = work.path().join("key.txt");
+        std::fs::write(&key, identity.to_string().expose_secret())?;
+        let path = |p: &Path| p.to_str().map(str::to_owned).context("path");
+        let (plain_s, key_s) = (path(&plain)?, path(&key)?);
+        let sealed_s = path(&work.path().join("cli.age"))?;
+        let opened_s = path(&work.path().join("cli.out"))?;
+        let started = Instant::now();
+        run_age(
+            &age,
+            &["-r", &recipient.to_string(), "-o", &sealed_s, &plain_s],
+        )?;
+        age_encrypt_mib_s = Some(mib_s(bytes, started));
+        let started = Instant::now();
+        run_age(&age, &["-d", "-i", &key_s, "-o", &opened_s, &sealed_s])?;
+        age_decrypt_mib_s = Some(mib_s(bytes, started));
+        if std::fs::metadata(&opened_s)?.len() != bytes {
+            bail!("age decrypted to a different size");
+        }
+        age_version = Command::new(&age)
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    }
+    Ok(FilesRun {
+        bytes,
+        escape_encrypt_mib_s,
+        escape_decrypt_mib_s,
+        age_encrypt_mib_s,
+        age_decrypt_mib_s,
+        age_version,
+    })
+}
