@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash bench/install.sh
+# Thousands of sockets on each side of the idle-memory and fan-out runs.
+ulimit -n "$(ulimit -Hn)"
 cargo build --release --locked -p escape-server -p escape-bench
 cargo bench --locked -p escape-bench --bench micro -- --noplot
 target/release/escape-load all --criterion target/criterion --out bench/results/results.json

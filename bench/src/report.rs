@@ -96,7 +96,12 @@ fn blocks(r: &Results, plots: &str) -> BTreeMap<&'static str, String> {
     b.insert("half_load", fanout_table(&r.half_load));
     let mut peaks = String::from("| system | peak deliveries/s |\n|---|---:|\n");
     for (system, peak) in &r.peak {
-        let _ = writeln!(peaks, "| {system} | {} |", int(*peak));
+        let at_least = if r.at_sweep_ceiling.contains(system) {
+            "at least "
+        } else {
+            ""
+        };
+        let _ = writeln!(peaks, "| {system} | {at_least}{} |", int(*peak));
     }
     b.insert("peaks", peaks);
 
@@ -336,7 +341,10 @@ pub fn latency_plot(path: &Path, runs: &[FanoutRun], percentile: &str) -> anyhow
 /// Writes the plots next to `out` under `plot_dir` and the page itself.
 pub fn write(results: &Results, template: &str, out: &Path, plot_dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(plot_dir)?;
-    let page_dir = out.parent().unwrap_or(Path::new("."));
+    let page_dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut links = String::new();
     for percentile in ["p50", "p99"] {
         let file = plot_dir.join(format!("fanout-{percentile}.svg"));

@@ -130,6 +130,9 @@ fn every_workload_runs_against_every_installed_system() {
     for plot in ["fanout-p50.svg", "fanout-p99.svg"] {
         let svg = std::fs::read_to_string(plots.join(plot)).expect("plot");
         assert!(svg.starts_with("<svg") && svg.contains("escape"), "{plot}");
-        assert!(page.contains(&format!("plots/{plot}")));
+        assert!(
+            page.contains(&format!("](plots/{plot})")),
+            "the page links {plot} relative to itself"
+        );
     }
 }

@@ -220,23 +220,31 @@ pub struct Pub {
     /// Makes client message ids unique across publishers and runs (the server deduplicates them).
     prefix: String,
     pub book: Arc<AckBook>,
+    /// Reads the acks; stopped with the publisher so that its session closes too.
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Pub {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 pub async fn publisher(link: &Link, room: usize) -> anyhow::Result<Pub> {
     let ws = connect(link).await?;
     let (sink, mut stream) = ws.split();
     let book = Arc::new(AckBook::default());
-    let reader = book.clone();
-    tokio::spawn(async move {
+    let book_reader = book.clone();
+    let reader = tokio::spawn(async move {
         while let Some(Ok(frame)) = stream.next().await {
             if let Message::Text(text) = frame {
-                reader.answered(text.as_str());
+                book_reader.answered(text.as_str());
             }
         }
-        if let Ok(mut slot) = reader.error.lock() {
+        if let Ok(mut slot) = book_reader.error.lock() {
             slot.get_or_insert_with(|| "the server closed the session".into());
         }
-        reader.acked.notify_waiters();
+        book_reader.acked.notify_waiters();
     });
     Ok(Pub {
         sink,
@@ -244,6 +252,7 @@ pub async fn publisher(link: &Link, room: usize) -> anyhow::Result<Pub> {
         next: 0,
         prefix: escape_client::new_client_msg_id(),
         book,
+        reader,
     })
 }
 

@@ -175,17 +175,23 @@ impl Server {
     }
 
     /// The TLS client for full handshakes (no resumption) and the request sent after each.
-    pub fn handshake_client(&self) -> anyhow::Result<(Arc<rustls::ClientConfig>, &'static [u8])> {
+    /// The status line expected back is the third element.
+    #[allow(clippy::type_complexity)]
+    pub fn handshake_client(
+        &self,
+    ) -> anyhow::Result<(Arc<rustls::ClientConfig>, &'static [u8], &'static [u8])> {
         match &self.link {
-            // A path the router does not know: answered 404 after the listener has verified the
-            // certificate and looked the member up, with no further work.
+            // The member's own record: the lightest authenticated request (the listener has
+            // verified the certificate, the member is looked up and the gate asked).
             Link::Escape(link) => Ok((
                 link.fresh_tls.clone(),
-                b"GET /handshake HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                b"GET /v1/me HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                b"HTTP/1.1 200",
             )),
             Link::Peer(pki) => Ok((
                 pki.client(0)?,
                 b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                b"HTTP/1.1 204",
             )),
         }
     }

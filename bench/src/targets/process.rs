@@ -38,6 +38,7 @@ impl Drop for Guard {
             std::thread::sleep(Duration::from_millis(20));
         }
         kill("-KILL", &group);
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

@@ -54,11 +54,16 @@ pub fn fsync_rate(dir: &Path, duration: Duration) -> anyhow::Result<f64> {
 
 pub async fn run(server: &Server, spec: &DurableSpec) -> anyhow::Result<DurableRun> {
     let link = server.escape()?;
-    let until = Instant::now() + Duration::from_millis(spec.duration_ms);
-    let mut senders = Vec::with_capacity(spec.connections);
+    // Connected first, so the time spent connecting is not counted as time without acks.
+    let mut publishers = Vec::with_capacity(spec.connections);
     for c in 0..spec.connections {
         // One room per connection: each room's appends are ordered under its own lock.
-        let mut publisher = crate::targets::escape::publisher(link, c).await?;
+        publishers.push(crate::targets::escape::publisher(link, c).await?);
+    }
+    let started = Instant::now();
+    let until = started + Duration::from_millis(spec.duration_ms);
+    let mut senders = Vec::with_capacity(spec.connections);
+    for mut publisher in publishers {
         let (window, size) = (spec.in_flight, spec.size);
         senders.push(tokio::spawn(async move {
             let mut error = None;
@@ -87,7 +92,6 @@ pub async fn run(server: &Server, spec: &DurableSpec) -> anyhow::Result<DurableR
                 .unwrap_or_default()
         }));
     }
-    let started = Instant::now();
     let (mut acked, mut latencies, mut errors) = (0, Vec::new(), Vec::new());
     for sender in senders {
         let (count, samples, error) = sender.await?;

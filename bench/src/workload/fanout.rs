@@ -96,6 +96,9 @@ impl Window {
 }
 
 pub async fn run(server: &Server, spec: &FanoutSpec) -> anyhow::Result<FanoutRun> {
+    if !(spec.rate > 0.0 && spec.rate.is_finite()) || spec.window_ms == 0 || spec.clients == 0 {
+        anyhow::bail!("a fan-out run needs a rate above 0, a window above 0 ms and clients");
+    }
     let rooms = spec.rooms.max(1);
     let followers = super::followers(server, spec.clients, rooms, 0).await?;
     let mut per_room = vec![0u64; rooms];
@@ -144,15 +147,18 @@ pub async fn run(server: &Server, spec: &FanoutSpec) -> anyhow::Result<FanoutRun
         }));
     }
 
-    let interval_ns = 1e9 * rooms as f64 / spec.rate.max(1e-9);
+    let interval_ns = 1e9 * rooms as f64 / spec.rate;
     let mut sending = Vec::with_capacity(rooms);
-    for mut publisher in publishers {
+    for (room, mut publisher) in publishers.into_iter().enumerate() {
         let size = spec.size;
+        // Rooms take turns: room r sends r/R of an interval after room 0, so the rooms' messages
+        // are spread over time instead of arriving as one burst that latency would then measure.
+        let offset = room as f64 * interval_ns / rooms as f64;
         sending.push(tokio::spawn(async move {
             let mut k: u64 = 0;
             let mut sent_in_window = 0u64;
             loop {
-                let due = origin + (k as f64 * interval_ns) as u64;
+                let due = origin.saturating_add((offset + k as f64 * interval_ns) as u64);
                 if due >= window.end {
                     break;
                 }
@@ -176,11 +182,13 @@ pub async fn run(server: &Server, spec: &FanoutSpec) -> anyhow::Result<FanoutRun
     // Server CPU and memory over the window.
     let pid = server.pid();
     tokio::time::sleep(Duration::from_nanos(window.start.saturating_sub(now_ns()))).await;
-    let cpu_start = measure::cpu_seconds(pid);
+    let (cpu_start, cpu_from) = (measure::cpu_seconds(pid), now_ns());
     let sampling = CancellationToken::new();
     let peak = measure::sample_peak_rss(pid, sampling.clone());
     tokio::time::sleep(Duration::from_nanos(window.end.saturating_sub(now_ns()))).await;
     let cpu = measure::cpu_seconds(pid) - cpu_start;
+    // Divided by the time between the two readings, which a loaded machine may stretch.
+    let cpu_s = (now_ns().saturating_sub(cpu_from)) as f64 / 1e9;
     sampling.cancel();
     let peak_kib = peak.await.unwrap_or(0);
 
@@ -224,7 +232,7 @@ pub async fn run(server: &Server, spec: &FanoutSpec) -> anyhow::Result<FanoutRun
         lost: expected.saturating_sub(in_window),
         deliveries_per_s: arrived as f64 / window_s,
         latency: Latency::of(latencies),
-        server_cpu_percent: 100.0 * cpu / window_s,
+        server_cpu_percent: 100.0 * cpu / cpu_s.max(1e-9),
         server_peak_rss_mib: peak_kib as f64 / 1024.0,
         errors,
     })

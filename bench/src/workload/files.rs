@@ -54,6 +54,8 @@ pub fn run(dir: &Path, mib: u64) -> anyhow::Result<FilesRun> {
             out.write_all(&block)?;
         }
         out.flush()?;
+        // On disk before anything is timed, so neither side pays for writing the input back.
+        out.get_ref().sync_all()?;
     }
     let bytes = mib * 1024 * 1024;
     let identity = age::x25519::Identity::generate();
@@ -62,6 +64,7 @@ pub fn run(dir: &Path, mib: u64) -> anyhow::Result<FilesRun> {
     let sealed = work.path().join("escape.age");
     let started = Instant::now();
     files::encrypt_file(&plain, &sealed, &recipient, "plain.bin", &no_progress())?;
+    std::fs::File::open(&sealed)?.sync_all()?;
     let escape_encrypt_mib_s = mib_s(bytes, started);
     let opened = work.path().join("escape.out");
     let started = Instant::now();
@@ -83,6 +86,7 @@ pub fn run(dir: &Path, mib: u64) -> anyhow::Result<FilesRun> {
             &age,
             &["-r", &recipient.to_string(), "-o", &sealed_s, &plain_s],
         )?;
+        std::fs::File::open(&sealed_s)?.sync_all()?;
         age_encrypt_mib_s = Some(mib_s(bytes, started));
         let started = Instant::now();
         run_age(&age, &["-d", "-i", &key_s, "-o", &opened_s, &sealed_s])?;

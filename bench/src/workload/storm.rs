@@ -36,6 +36,7 @@ async fn once(
     addr: std::net::SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     request: &[u8],
+    expected: &[u8],
 ) -> anyhow::Result<()> {
     let mut stream = crate::targets::tls::connect(addr, tls).await?;
     stream.write_all(request).await?;
@@ -43,14 +44,17 @@ async fn once(
     let mut answer = Vec::with_capacity(512);
     // The server closes after its answer (Connection: close); a reset after a full answer is fine.
     let _ = stream.read_to_end(&mut answer).await;
-    if !answer.starts_with(b"HTTP/1.1 ") {
-        bail!("no HTTP answer ({} bytes)", answer.len());
+    // The exact status: a server that let a bad certificate through to an error page must not
+    // count as a handshake done.
+    if !answer.starts_with(expected) {
+        let head = String::from_utf8_lossy(&answer[..answer.len().min(40)]).into_owned();
+        bail!("unexpected answer: {head:?}");
     }
     Ok(())
 }
 
 pub async fn run(server: &Server, spec: &StormSpec) -> anyhow::Result<StormRun> {
-    let (tls, request) = server.handshake_client()?;
+    let (tls, request, expected) = server.handshake_client()?;
     let addr = server.addr;
     let pid = server.pid();
     let duration = Duration::from_millis(spec.duration_ms);
@@ -65,11 +69,13 @@ pub async fn run(server: &Server, spec: &StormSpec) -> anyhow::Result<StormRun> 
             while Instant::now() < until {
                 match tokio::time::timeout(
                     Duration::from_secs(10),
-                    once(addr, tls.clone(), request),
+                    once(addr, tls.clone(), request, expected),
                 )
                 .await
                 {
-                    Ok(Ok(())) => done += 1,
+                    // Only exchanges completed inside the run count; the run's length is fixed.
+                    Ok(Ok(())) if Instant::now() <= until => done += 1,
+                    Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         failed += 1;
                         first.get_or_insert_with(|| format!("{e:#}"));
@@ -92,8 +98,9 @@ pub async fn run(server: &Server, spec: &StormSpec) -> anyhow::Result<StormRun> 
             first_failure = first;
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let cpu = measure::cpu_seconds(pid) - cpu_start;
+    let cpu_elapsed = started.elapsed().as_secs_f64();
+    let elapsed = duration.as_secs_f64();
     Ok(StormRun {
         system: server.system,
         spec: spec.clone(),
@@ -101,7 +108,7 @@ pub async fn run(server: &Server, spec: &StormSpec) -> anyhow::Result<StormRun> 
         handshakes_per_s: handshakes as f64 / elapsed,
         failures,
         first_failure,
-        server_cpu_percent: 100.0 * cpu / elapsed,
+        server_cpu_percent: 100.0 * cpu / cpu_elapsed,
         server_cpu_us_per_handshake: if handshakes == 0 {
             0.0
         } else {
