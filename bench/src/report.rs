@@ -162,13 +162,17 @@ fn blocks(r: &Results, plots: &str) -> BTreeMap<&'static str, String> {
         |f| {
             format!(
                 "| {} MiB file | encrypt | decrypt |\n|---|---:|---:|\n| Escape (client library) | {:.0} MiB/s | {:.0} MiB/s |\n\
-                 | age tool ({}) | {} MiB/s | {} MiB/s |\n",
+                 | age tool ({}) | {} MiB/s | {} MiB/s |\n\n\
+                 | through the server | share (encrypt + upload) | fetch (download + decrypt + check) |\n|---|---:|---:|\n\
+                 | Escape, over mutual TLS on 127.0.0.1 | {:.0} MiB/s | {:.0} MiB/s |\n",
                 f.bytes / (1024 * 1024),
                 f.escape_encrypt_mib_s,
                 f.escape_decrypt_mib_s,
                 f.age_version.as_deref().unwrap_or("not installed"),
                 opt(f.age_encrypt_mib_s, 0),
-                opt(f.age_decrypt_mib_s, 0)
+                opt(f.age_decrypt_mib_s, 0),
+                f.share_mib_s,
+                f.fetch_mib_s
             )
         },
     );

@@ -103,6 +103,8 @@ fn every_workload_runs_against_every_installed_system() {
     assert!(number(&r, "/durable/fsyncs_per_s") > 0.0);
     assert!(number(&r, "/files/escape_encrypt_mib_s") > 0.0);
     assert!(number(&r, "/files/escape_decrypt_mib_s") > 0.0);
+    assert!(number(&r, "/files/share_mib_s") > 0.0);
+    assert!(number(&r, "/files/fetch_mib_s") > 0.0);
     assert_eq!(r["targets"].as_array().expect("targets").len(), 6);
 
     // The page renders from these results with every placeholder filled, and the plots exist.

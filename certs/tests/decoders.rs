@@ -1,8 +1,8 @@
 //! What peers hand the PKI code: signing requests at enrollment and renewal, certificates in
 //! handshakes. Generated and mutated input must be refused with a reason, never panic.
 //!
-//! Bounded in the normal test command; `PROPTEST_CASES=100000 cargo test --release -p
-//! escape-certs --test decoders` for a long run.
+//! Bounded in the normal test command; for a long run, the command in SECURITY.md
+//! (`PROPTEST_CASES=200000 cargo test -q -p escape-proto -p escape-certs --test decoders`).
 
 use std::sync::OnceLock;
 
@@ -52,9 +52,13 @@ proptest! {
         text in any::<String>(),
         edits in prop::collection::vec((any::<usize>(), any::<u8>(), any::<bool>()), 0..6),
     ) {
-        let _ = escape_certs::check_signing_request(&text);
+        prop_assert!(escape_certs::check_signing_request(valid_request()).is_ok());
         let mutated = mutate(valid_request().as_bytes().to_vec(), edits);
-        let _ = escape_certs::check_signing_request(&String::from_utf8_lossy(&mutated));
+        for input in [text, String::from_utf8_lossy(&mutated).into_owned()] {
+            if let Err(e) = escape_certs::check_signing_request(&input) {
+                prop_assert!(!e.to_string().is_empty(), "a refusal says why");
+            }
+        }
     }
 
     #[test]
@@ -62,10 +66,16 @@ proptest! {
         random in prop::collection::vec(any::<u8>(), 0..512),
         edits in prop::collection::vec((any::<usize>(), any::<u8>(), any::<bool>()), 0..6),
     ) {
+        let valid = CertificateDer::from(valid_certificate().to_vec());
+        prop_assert!(escape_certs::not_after(&valid).is_ok());
         for der in [random, mutate(valid_certificate().to_vec(), edits)] {
             let cert = CertificateDer::from(der);
-            let _ = escape_certs::member_id_of(&cert);
-            let _ = escape_certs::not_after(&cert);
+            if let Err(e) = escape_certs::member_id_of(&cert) {
+                prop_assert!(!e.to_string().is_empty(), "a refusal says why");
+            }
+            if let Err(e) = escape_certs::not_after(&cert) {
+                prop_assert!(!e.to_string().is_empty(), "a refusal says why");
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod files;
 pub mod indicators;
 pub mod profile;
 pub mod tail;
+pub mod text;
 pub mod tls;
 pub mod tui;
 

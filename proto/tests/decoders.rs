@@ -4,8 +4,8 @@
 //! normalises to itself).
 //!
 //! The normal test command runs a bounded number of cases (proptest's default, 256 per
-//! property). For a long run: `PROPTEST_CASES=100000 cargo test --release -p escape-proto --test
-//! decoders` (see SECURITY.md).
+//! property). For a long run, the command in SECURITY.md:
+//! `PROPTEST_CASES=200000 cargo test -q -p escape-proto -p escape-certs --test decoders`.
 
 use escape_proto::alert::{Severity, audience_condition};
 use escape_proto::file::safe_file_name;

@@ -274,7 +274,7 @@ impl Gate {
         let target = resource.target(self)?;
         if let Target::Room(room) = &target {
             match A::KIND {
-                ActionKind::JoinRoom => {}
+                ActionKind::JoinRoom => self.may_join(principal, &room.name)?,
                 ActionKind::ManageRoom => {
                     if !member.admin && self.room_admin(&room.name)? != *principal.id() {
                         return Err(ApiError::new(
@@ -307,6 +307,24 @@ impl Gate {
         Ok(self.room(room)?.created_by)
     }
 
+    /// An invite-only room takes the invited, its admin, deployment admins, and its members
+    /// (joining again changes nothing); any other room takes anyone the policy lets in.
+    fn may_join(&self, principal: &Principal, room: &RoomName) -> Result<(), ApiError> {
+        let record = self.room(room)?;
+        if record.invite_only
+            && !record.invited.contains(principal.id())
+            && record.created_by != *principal.id()
+            && !principal.member().admin
+            && self.is_member(principal, room).is_err()
+        {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("{room} is invite-only; ask its admin to invite you"),
+            ));
+        }
+        Ok(())
+    }
+
     fn is_member(&self, principal: &Principal, room: &RoomName) -> Result<(), ApiError> {
         if self
             .store
@@ -324,7 +342,17 @@ impl Gate {
     /// Whether the gate would allow `A` on `resource`, for showing capabilities (a TAXII
     /// collection's `can_write`); not an attempt, so a "no" is not audited.
     pub fn permits<A: Action>(&self, principal: &Principal, resource: A::Resource) -> bool {
-        self.decide::<A>(principal, resource, "probe").is_ok()
+        self.quietly::<A>(principal, resource).is_some()
+    }
+
+    /// The decision without auditing a refusal: for skipping, not refusing, what a principal may
+    /// not do (the rooms a search looks through).
+    pub fn quietly<A: Action>(
+        &self,
+        principal: &Principal,
+        resource: A::Resource,
+    ) -> Option<Authorized<A>> {
+        self.decide::<A>(principal, resource, "probe").ok()
     }
 
     /// Whether `principal`, already allowed to read the event's room, may see this event now:
@@ -335,14 +363,21 @@ impl Gate {
         principal: &Principal,
         event: &escape_proto::Event,
     ) -> Result<bool, ApiError> {
+        let shares_history = self.room(&event.room)?.shares_history();
+        let indicator = match &event.body {
+            escape_proto::Body::Indicator(indicator) => Some(indicator),
+            _ => None,
+        };
+        // The common case (a message in a room that shares its history) needs no more reads.
+        if shares_history && indicator.is_none() {
+            return Ok(true);
+        }
         let joined_at = self.joined_at(&event.room, principal.id())?;
         // A room whose history is for members only since they joined hides what came before.
-        if !self.room(&event.room)?.shares_history()
-            && joined_at.is_none_or(|joined| event.sent_at < joined)
-        {
+        if !shares_history && joined_at.is_none_or(|joined| event.sent_at < joined) {
             return Ok(false);
         }
-        let escape_proto::Body::Indicator(indicator) = &event.body else {
+        let Some(indicator) = indicator else {
             return Ok(true);
         };
         let (label, labelled_at) = self

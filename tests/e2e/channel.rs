@@ -371,3 +371,57 @@ async fn presence_and_typing_reach_only_those_who_may_read_the_room() {
         other => panic!("expected typing, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn indicators_shared_over_the_channel_get_the_same_checks_and_report() {
+    let mut d = TestDeployment::new();
+    d.start().await;
+    let intel = room("intel");
+    d.client("admin")
+        .await
+        .create_room(intel.clone(), String::new())
+        .await
+        .expect("room");
+    let mut channel = d.channel("admin").await;
+    let report = channel
+        .share_indicators(
+            &intel,
+            vec![
+                IndicatorDraft {
+                    value: "hxxp://evil[.]example/payload".into(),
+                    tlp: "GREEN".into(),
+                    ..Default::default()
+                },
+                IndicatorDraft {
+                    value: "not an indicator at all".into(),
+                    tlp: "GREEN".into(),
+                    ..Default::default()
+                },
+            ],
+        )
+        .await
+        .expect("report");
+    let [accepted, rejected] = report.outcomes.as_slice() else {
+        panic!("one outcome per draft: {report:?}");
+    };
+    let escape_proto::indicator::ShareOutcome::Accepted { seq, indicator, .. } = accepted else {
+        panic!("the URL is accepted: {accepted:?}");
+    };
+    assert_eq!(indicator.value, "http://evil.example/payload", "refanged");
+    assert!(
+        matches!(
+            rejected,
+            escape_proto::indicator::ShareOutcome::Rejected { index: 1, .. }
+        ),
+        "{rejected:?}"
+    );
+    // Stored in the room's log like any share.
+    let history = d
+        .client("admin")
+        .await
+        .history(&intel, &HistoryQuery::default())
+        .await
+        .expect("history");
+    assert!(history.messages.iter().any(|e| e.seq == *seq
+        && matches!(&e.body, Body::Indicator(i) if i.value == "http://evil.example/payload")));
+}

@@ -113,3 +113,71 @@ async fn one_connection_cannot_flood_frames() {
     }
     assert_eq!((pongs, limited), (5, 3));
 }
+
+#[tokio::test]
+async fn alerts_and_shares_are_limited_and_http_says_when_to_retry() {
+    let mut d = TestDeployment::new();
+    d.limits.alerts_per_minute = 1;
+    d.limits.sends_per_second = 1;
+    d.limits.send_burst = 2;
+    d.start().await;
+    let admin = d.client("admin").await;
+    let room = RoomName::parse("shares").expect("room");
+    admin
+        .create_room(room.clone(), String::new())
+        .await
+        .expect("room");
+
+    // Alerts: dry runs count too (each reveals how many members match a condition).
+    let alert = |dry_run| escape_proto::alert::SendAlert {
+        to: "sector=energy".into(),
+        tlp: "GREEN".into(),
+        severity: escape_proto::alert::Severity::High,
+        text: "patch now".into(),
+        dry_run,
+    };
+    admin.send_alert(&alert(true)).await.expect("first alert");
+    let err = admin
+        .send_alert(&alert(true))
+        .await
+        .expect_err("second alert in a minute");
+    assert_eq!(code(&err), Some(ErrorCode::RateLimited), "{err:?}");
+
+    // A share costs one send (and one more per hundred indicators): the third share in a
+    // burst of two waits.
+    let share = |value: &str| escape_proto::indicator::ShareIndicators {
+        indicators: vec![escape_proto::indicator::IndicatorDraft {
+            value: value.into(),
+            tlp: "GREEN".into(),
+            ..Default::default()
+        }],
+    };
+    for value in ["198.51.100.7", "198.51.100.8"] {
+        admin
+            .share_indicators(&room, &share(value))
+            .await
+            .expect("within the burst");
+    }
+    let err = admin
+        .share_indicators(&room, &share("198.51.100.9"))
+        .await
+        .expect_err("over the burst");
+    assert_eq!(code(&err), Some(ErrorCode::RateLimited), "{err:?}");
+
+    // Over HTTP the refusal is a 429 with Retry-After in whole seconds.
+    let (http, base) = d.http("admin").await;
+    let response = http
+        .post(format!("{base}/v1/alerts"))
+        .json(&alert(true))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 429);
+    let retry: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&retry), "retry after {retry} s");
+}

@@ -60,13 +60,15 @@ impl System {
 
     /// The version the installed program reports, for the results.
     pub fn version(self, server_bin: &std::path::Path) -> String {
-        let (program, args): (String, &[&str]) = match self {
-            Self::Escape => (server_bin.display().to_string(), &["--version"]),
-            Self::Mosquitto => ("mosquitto".into(), &["-h"]),
-            Self::Nats => ("nats-server".into(), &["--version"]),
-            Self::Nginx => ("nginx".into(), &["-v"]),
+        let args: &[&str] = match self {
+            Self::Mosquitto => &["-h"],
+            Self::Nginx => &["-v"],
+            Self::Escape | Self::Nats => &["--version"],
         };
-        let program = process::find_program(&program).unwrap_or(program);
+        let program = match self.program() {
+            Some(name) => process::find_program(name).unwrap_or_else(|| name.to_owned()),
+            None => server_bin.display().to_string(),
+        };
         std::process::Command::new(program)
             .args(args)
             .output()

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -20,33 +20,33 @@ use crate::pki::PeerPki;
 type Stream = TlsStream<TcpStream>;
 
 pub fn start(dir: &Path, pki: &PeerPki, rooms: usize) -> anyhow::Result<(Guard, SocketAddr)> {
-    let program = process::find_program("mosquitto").context("mosquitto is not installed")?;
-    let port = process::free_port()?;
     let mut acl = String::new();
     for room in 0..rooms {
         acl.push_str(&format!(
             "user room-{room}\ntopic readwrite rooms/{room}\n\n"
         ));
     }
-    std::fs::write(dir.join("acl"), acl)?;
-    let config = format!(
-        "per_listener_settings false\nuser root\nallow_anonymous false\nacl_file {acl}\npersistence false\n\
-         log_dest stderr\nlog_type error\nlog_type warning\nset_tcp_nodelay true\nmax_connections -1\n\
-         listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
-         require_certificate true\nuse_identity_as_username true\n",
-        acl = dir.join("acl").display(),
-        ca = pki.ca.display(),
-        cert = pki.server_cert.display(),
-        key = pki.server_key.display(),
-    );
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(&conf, config)?;
-    let log = dir.join("mosquitto.log");
-    let conf = conf.to_str().context("path")?;
-    let mut guard = process::spawn(&program, &["-c", conf], dir, &log)?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    process::wait_listening(&mut guard, addr, &log)?;
-    Ok((guard, addr))
+    let acl_file = dir.join("acl");
+    std::fs::write(&acl_file, acl)?;
+    let config = |port: u16| {
+        format!(
+            "per_listener_settings false\nuser root\nallow_anonymous false\nacl_file {acl}\npersistence false\n\
+             log_dest stderr\nlog_type error\nlog_type warning\nset_tcp_nodelay true\nmax_connections -1\n\
+             listener {port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
+             require_certificate true\nuse_identity_as_username true\n",
+            acl = acl_file.display(),
+            ca = pki.ca.display(),
+            cert = pki.server_cert.display(),
+            key = pki.server_key.display(),
+        )
+    };
+    process::Daemon {
+        program: "mosquitto",
+        name: "mosquitto",
+        config: &config,
+        args: &|conf| vec!["-c".into(), conf.into()],
+    }
+    .start(dir)
 }
 
 fn topic(room: usize) -> String {

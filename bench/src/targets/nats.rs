@@ -19,23 +19,22 @@ use crate::pki::PeerPki;
 type Stream = TlsStream<TcpStream>;
 
 pub fn start(dir: &Path, pki: &PeerPki) -> anyhow::Result<(Guard, SocketAddr)> {
-    let program = process::find_program("nats-server").context("nats-server is not installed")?;
-    let port = process::free_port()?;
-    let config = format!(
-        "listen: \"127.0.0.1:{port}\"\nmax_connections: 1000000\n\
-         tls {{\n  cert_file: \"{cert}\"\n  key_file: \"{key}\"\n  ca_file: \"{ca}\"\n  verify: true\n  timeout: 5\n}}\n",
-        cert = pki.server_cert.display(),
-        key = pki.server_key.display(),
-        ca = pki.ca.display(),
-    );
-    let conf = dir.join("nats.conf");
-    std::fs::write(&conf, config)?;
-    let log = dir.join("nats.log");
-    let conf = conf.to_str().context("path")?;
-    let mut guard = process::spawn(&program, &["-c", conf], dir, &log)?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    process::wait_listening(&mut guard, addr, &log)?;
-    Ok((guard, addr))
+    let config = |port: u16| {
+        format!(
+            "listen: \"127.0.0.1:{port}\"\nmax_connections: 1000000\n\
+             tls {{\n  cert_file: \"{cert}\"\n  key_file: \"{key}\"\n  ca_file: \"{ca}\"\n  verify: true\n  timeout: 5\n}}\n",
+            cert = pki.server_cert.display(),
+            key = pki.server_key.display(),
+            ca = pki.ca.display(),
+        )
+    };
+    process::Daemon {
+        program: "nats-server",
+        name: "nats",
+        config: &config,
+        args: &|conf| vec!["-c".into(), conf.into()],
+    }
+    .start(dir)
 }
 
 fn subject(room: usize) -> String {

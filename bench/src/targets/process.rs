@@ -43,20 +43,58 @@ impl Drop for Guard {
     }
 }
 
-/// Starts `program` in a new process group; its output goes to `log`.
-pub fn spawn(program: &str, args: &[&str], cwd: &Path, log: &Path) -> anyhow::Result<Guard> {
-    let out = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
-    let err = out.try_clone()?;
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
-    Ok(Guard { child })
+/// A peer daemon to start: the program, the configuration it reads, how to call it.
+pub struct Daemon<'a> {
+    /// The installed program's name (looked up with [`find_program`]).
+    pub program: &'a str,
+    /// Names `NAME.conf` and `NAME.log` in the folder.
+    pub name: &'a str,
+    /// The configuration for a loopback port.
+    pub config: &'a dyn Fn(u16) -> String,
+    /// The arguments, given the configuration file's path.
+    pub args: &'a dyn Fn(&str) -> Vec<String>,
+}
+
+impl std::fmt::Debug for Daemon<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("program", &self.program)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon<'_> {
+    /// Writes the configuration for a free port, starts the program in `dir` (its output in the
+    /// log), and waits until it listens. A port taken by someone else between the probe and the
+    /// daemon's bind makes the daemon exit; that is retried on another port.
+    pub fn start(&self, dir: &Path) -> anyhow::Result<(Guard, SocketAddr)> {
+        let program = find_program(self.program)
+            .with_context(|| format!("{} is not installed", self.program))?;
+        let conf = dir.join(format!("{}.conf", self.name));
+        let log = dir.join(format!("{}.log", self.name));
+        let conf_path = conf.to_str().context("configuration path")?;
+        let mut last = None;
+        for _ in 0..3 {
+            let port = free_port()?;
+            std::fs::write(&conf, (self.config)(port))?;
+            let out = std::fs::File::create(&log)?;
+            let mut command = Command::new(&program);
+            command
+                .args((self.args)(conf_path))
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out);
+            let mut guard = spawn_command(&mut command)?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            match wait_listening(&mut guard, addr, &log) {
+                Ok(()) => return Ok((guard, addr)),
+                Err(e) => last = Some(e.context(format!("starting {}", self.program))),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("{} did not start", self.program)))
+    }
 }
 
 /// Starts a prepared command in a new process group.

@@ -1,6 +1,9 @@
-//! File encryption on one stream: Escape's client encrypts (age format, with the SHA-256 pass
-//! that names the file) and decrypts one file, then the `age` command-line tool does the same
-//! with the same recipient. Input and outputs are files in the same folder.
+//! Files: encryption on one stream, then sharing through a real server. Escape's client
+//! encrypts (age format, with the SHA-256 pass that names the file) and decrypts one file, then
+//! the `age` command-line tool does the same with the same recipient; input and outputs are files
+//! in the same folder. Then the same file is shared into a room as a member shares it (encrypted
+//! to the room key, uploaded over mutual TLS in chunks the server syncs to disk) and fetched back
+//! (downloaded, decrypted, checked), end to end.
 
 use std::io::Write;
 use std::path::Path;
@@ -13,6 +16,7 @@ use escape_client::files::{self, no_progress};
 use serde::{Deserialize, Serialize};
 
 use crate::targets::process::find_program;
+use crate::targets::{Server, escape};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FilesRun {
@@ -22,6 +26,12 @@ pub struct FilesRun {
     pub age_encrypt_mib_s: Option<f64>,
     pub age_decrypt_mib_s: Option<f64>,
     pub age_version: Option<String>,
+    /// Encrypt and upload, as `escape file share` does it.
+    #[serde(default)]
+    pub share_mib_s: f64,
+    /// Download, decrypt and check, as `escape file get` does it.
+    #[serde(default)]
+    pub fetch_mib_s: f64,
 }
 
 fn mib_s(bytes: u64, started: Instant) -> f64 {
@@ -36,12 +46,41 @@ fn run_age(program: &str, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(dir: &Path, mib: u64) -> anyhow::Result<FilesRun> {
+pub async fn run(server: &Server, dir: &Path, mib: u64) -> anyhow::Result<FilesRun> {
     let work = tempfile::tempdir_in(dir)?;
     let plain = work.path().join("plain.bin");
+    let (folder, input) = (work.path().to_owned(), plain.clone());
+    let mut run = tokio::task::spawn_blocking(move || one_stream(&folder, &input, mib)).await??;
+
+    let link = server.escape()?;
+    let room = escape::room_name(0)?;
+    let identity = files::file_identity(link.client.profile())?;
+    let started = Instant::now();
+    let shared = files::upload(&link.client, &room, &plain, &identity, None, no_progress()).await?;
+    run.share_mib_s = mib_s(run.bytes, started);
+    let fetched = work.path().join("fetched.bin");
+    let started = Instant::now();
+    files::download(
+        &link.client,
+        &room,
+        &shared.id,
+        Some(&fetched),
+        &identity,
+        no_progress(),
+    )
+    .await?;
+    run.fetch_mib_s = mib_s(run.bytes, started);
+    if std::fs::metadata(&fetched)?.len() != run.bytes {
+        bail!("the file fetched back has a different size");
+    }
+    Ok(run)
+}
+
+/// Encryption and decryption on one stream, Escape's and the age tool's.
+fn one_stream(work: &Path, plain: &Path, mib: u64) -> anyhow::Result<FilesRun> {
     {
         // Incompressible input, so nothing below the encryption can shortcut it.
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&plain)?);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(plain)?);
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut block = vec![0u8; 1 << 20];
         for _ in 0..mib {
@@ -61,12 +100,12 @@ pub fn run(dir: &Path, mib: u64) -> anyhow::Result<FilesRun> {
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public();
 
-    let sealed = work.path().join("escape.age");
+    let sealed = work.join("escape.age");
     let started = Instant::now();
-    files::encrypt_file(&plain, &sealed, &recipient, "plain.bin", &no_progress())?;
+    files::encrypt_file(plain, &sealed, &recipient, "plain.bin", &no_progress())?;
     std::fs::File::open(&sealed)?.sync_all()?;
     let escape_encrypt_mib_s = mib_s(bytes, started);
-    let opened = work.path().join("escape.out");
+    let opened = work.join("escape.out");
     let started = Instant::now();
     files::decrypt_file(&sealed, &opened, &identity, &no_progress())?;
     let escape_decrypt_mib_s = mib_s(bytes, started);
@@ -75,12 +114,12 @@ pub fn run(dir: &Path, mib: u64) -> anyhow::Result<FilesRun> {
 
     let (mut age_encrypt_mib_s, mut age_decrypt_mib_s, mut age_version) = (None, None, None);
     if let Some(age) = find_program("age") {
-        let key = work.path().join("key.txt");
+        let key = work.join("key.txt");
         std::fs::write(&key, identity.to_string().expose_secret())?;
         let path = |p: &Path| p.to_str().map(str::to_owned).context("path");
-        let (plain_s, key_s) = (path(&plain)?, path(&key)?);
-        let sealed_s = path(&work.path().join("cli.age"))?;
-        let opened_s = path(&work.path().join("cli.out"))?;
+        let (plain_s, key_s) = (path(plain)?, path(&key)?);
+        let sealed_s = path(&work.join("cli.age"))?;
+        let opened_s = path(&work.join("cli.out"))?;
         let started = Instant::now();
         run_age(
             &age,
@@ -107,5 +146,7 @@ pub fn run(dir: &Path, mib: u64) -> anyhow::Result<FilesRun> {
         age_encrypt_mib_s,
         age_decrypt_mib_s,
         age_version,
+        share_mib_s: 0.0,
+        fetch_mib_s: 0.0,
     })
 }

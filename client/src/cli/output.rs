@@ -17,22 +17,10 @@ pub fn print<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce() ->
     }
 }
 
-/// Replaces control characters (escape sequences included) with visible `\u{..}` escapes;
-/// keeps tabs, and newlines as an indented continuation so a message cannot fake a new line
-/// of output.
+/// Peer text for the command line's output: see [`escape_client::text::visible`]; newlines
+/// become an indented continuation.
 pub fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\n        "),
-            '\t' => out.push('\t'),
-            c if c.is_control() || ('\u{2028}'..='\u{202e}').contains(&c) => {
-                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-            }
-            c => out.push(c),
-        }
-    }
-    out
+    escape_client::text::visible(text, escape_client::text::Breaks::Indent)
 }
 
 pub fn member(me: &Member) -> String {

@@ -204,6 +204,17 @@ impl Room {
         &self.summary.name
     }
 
+    /// Drops everything shown of a room no longer joined (however it was left); returns whether
+    /// it was followed, so the caller stops following it.
+    fn forget(&mut self) -> bool {
+        self.messages.clear();
+        self.pending.clear();
+        self.indicators.clear();
+        self.files.clear();
+        self.scroll = 0;
+        std::mem::replace(&mut self.subscribed, false)
+    }
+
     /// Messages shown as lines of their own (edits and redactions change others instead).
     pub fn shown(&self) -> impl DoubleEndedIterator<Item = &Event> {
         self.messages
@@ -939,12 +950,7 @@ impl App {
             Update::Left(name) => {
                 if let Some(room) = self.room_mut(&name) {
                     room.summary.joined = false;
-                    room.subscribed = false;
-                    room.scroll = 0;
-                    room.messages.clear();
-                    room.pending.clear();
-                    room.indicators.clear();
-                    room.files.clear();
+                    room.forget();
                 }
                 self.effects
                     .push(Effect::Link(LinkCommand::Unsubscribe(name.clone())));
@@ -1162,11 +1168,7 @@ impl App {
             Some(room) => {
                 if !summary.joined && room.summary.joined {
                     // Left from another session, or removed: stop following it.
-                    room.messages.clear();
-                    room.pending.clear();
-                    room.scroll = 0;
-                    if room.subscribed {
-                        room.subscribed = false;
+                    if room.forget() {
                         self.effects
                             .push(Effect::Link(LinkCommand::Unsubscribe(summary.name.clone())));
                     }

@@ -13,7 +13,7 @@ use escape_proto::{Body, ClientFrame, ErrorCode, RoomName, ServerFrame};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::app::{Connection, Update};
+use super::app::{Connection, MAX_MESSAGE_BYTES, Update};
 use crate::api::Client;
 use crate::channel::Channel;
 use crate::error::ClientError;
@@ -177,8 +177,35 @@ impl Link {
         }
     }
 
+    /// Whether a command may go out. A message longer than the server takes would be dropped
+    /// there without an answer naming it, and would stay queued (and be resent) forever: it
+    /// fails here instead, at once.
+    fn fits(&self, command: &LinkCommand) -> bool {
+        if let LinkCommand::Send {
+            room,
+            client_msg_id,
+            body,
+        } = command
+            && body.size() > MAX_MESSAGE_BYTES
+        {
+            self.tell(Update::SendFailed {
+                room: room.clone(),
+                client_msg_id: client_msg_id.clone(),
+                error: format!(
+                    "{} bytes; the server takes at most {MAX_MESSAGE_BYTES}",
+                    body.size()
+                ),
+            });
+            return false;
+        }
+        true
+    }
+
     /// Records a command's lasting effect (what to follow, what to send).
     fn remember(&mut self, command: LinkCommand) {
+        if !self.fits(&command) {
+            return;
+        }
         match command {
             LinkCommand::Send {
                 room,
@@ -229,6 +256,9 @@ impl Link {
                         channel.close().await;
                         return Ended::Quit;
                     };
+                    if !self.fits(&command) {
+                        continue;
+                    }
                     let result = match command.clone() {
                         LinkCommand::Send { room, client_msg_id, body } => {
                             let out = Outgoing { room, client_msg_id, body };

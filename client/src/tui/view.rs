@@ -114,32 +114,16 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
 }
 
-/// Makes control and bidirectional-override characters visible (they could redraw the screen
-/// or disguise text).
+/// Peer text on one line of the screen: see [`crate::text::visible`].
 pub fn clean(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' | '\t' => out.push(' '),
-            c if c.is_control()
-                || ('\u{2028}'..='\u{202e}').contains(&c)
-                || ('\u{2066}'..='\u{2069}').contains(&c) =>
-            {
-                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-            }
-            c => out.push(c),
-        }
-    }
-    out
+    crate::text::visible(text, crate::text::Breaks::Space)
 }
 
+/// The label's name, AMBER+STRICT shortened to fit the rooms list.
 fn short_tlp(tlp: Tlp) -> &'static str {
     match tlp {
-        Tlp::Red => "RED",
         Tlp::AmberStrict => "AMB+S",
-        Tlp::Amber => "AMBER",
-        Tlp::Green => "GREEN",
-        Tlp::Clear => "CLEAR",
+        tlp => tlp.name(),
     }
 }
 
@@ -197,7 +181,7 @@ fn draw_alerts(frame: &mut Frame, app: &App, area: Rect) {
                 " ⚠ ALERT {}/{} {} ",
                 1,
                 app.alerts.len(),
-                format!("{:?}", alert.severity).to_uppercase()
+                alert.severity.as_str().to_uppercase()
             ),
             style,
         ),

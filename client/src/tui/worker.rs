@@ -2,6 +2,7 @@
 //! tasks of its own, so the screen never waits on the network; every answer, good or bad,
 //! comes back as an [`Update`] in plain words.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ pub struct Worker {
     client: Client,
     places: Places,
     updates: mpsc::UnboundedSender<Update>,
+    /// Rooms whose keys were synced this session (uploads and downloads sync again themselves).
+    keys_synced: Arc<Mutex<HashSet<escape_proto::RoomName>>>,
 }
 
 impl Worker {
@@ -38,6 +41,7 @@ impl Worker {
             client,
             places,
             updates,
+            keys_synced: Arc::default(),
         }
     }
 
@@ -94,10 +98,19 @@ impl Worker {
             }
             Effect::Panel(room) => {
                 let mut out = Vec::new();
-                // As `escape files` does: keys reach joiners, rotations due are made.
-                if let Ok(identity) = files::file_identity(client.profile())
+                // As `escape files` does: keys reach joiners, rotations due are made; once per
+                // room and session, not at every switch between rooms.
+                let first = self
+                    .keys_synced
+                    .lock()
+                    .is_ok_and(|mut synced| synced.insert(room.clone()));
+                if first
+                    && let Ok(identity) = files::file_identity(client.profile())
                     && let Err(e) = files::sync_room_keys(client, &room, &identity).await
                 {
+                    if let Ok(mut synced) = self.keys_synced.lock() {
+                        synced.remove(&room);
+                    }
                     out.push(Update::Error(format!("room keys of {room}: {e}")));
                 }
                 match client.indicators(&room).await {

@@ -42,8 +42,9 @@ pub async fn upgrade(
         .max_message_size(limits.hard_max_frame_bytes)
         .max_frame_size(limits.hard_max_frame_bytes)
         // Small buffers: most sessions are idle most of the time, and the defaults (128 KiB
-        // to read, as much to write) made each idle session cost ~160 KiB. A larger frame
-        // still arrives whole (the message is assembled apart from the read buffer).
+        // to read, as much to write) made each idle session cost several times more (memory per
+        // idle connection: `bash bench/run.sh`, in BENCHMARKS.md). A larger frame still arrives
+        // whole (the message is assembled apart from the read buffer).
         .read_buffer_size(4 * 1024)
         // Bound what tungstenite buffers on its own before our queue applies back-pressure.
         .write_buffer_size(8 * 1024)

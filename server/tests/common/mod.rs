@@ -29,7 +29,6 @@ pub fn configure(cwd: &std::path::Path, extra: &str) {
     .expect("escape.toml");
 }
 
-/// Starts the binary with no data flag in `cwd`; returns it and the address it printed.
 /// Starts the binary with no data flag in `cwd` (first start: a new deployment).
 pub fn start(cwd: &std::path::Path) -> (ServerProcess, String) {
     if !cwd.join("escape-data").exists() {
