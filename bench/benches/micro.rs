@@ -2,9 +2,10 @@
 //!
 //! - `policy`: one decision of the gate's Cedar layer, uncached and cached (what every delivery asks).
 //! - `deliveries`: what a subscription does for each event it owes a recipient (read from the room
-//!   log in batches, the whole per-recipient check, encode the frame), with the check and without
-//!   it (the server has no such switch; it shows what the check costs), on the in-memory store plain
-//!   and sealed at rest.
+//!   log in batches, the whole per-recipient check, the frame), with the check and without it (the
+//!   server has no such switch; it shows what the check costs), on the in-memory store plain and
+//!   sealed at rest, for a live reader (events in the room's window of recent events, frames
+//!   encoded once and shared) and for a reader catching up on a backlog (read from the store).
 //! - `frames`: encoding an event frame, decoding a client's send frame.
 //! - `seal`: writing and reading one 256-byte value through the sealed store (XChaCha20-Poly1305).
 //! - `commit`: the acked-message path on disk (sled under a temporary folder, sealed as the server
@@ -31,7 +32,7 @@ use escape_server::policy::{PolicyEngine, ROOM_TEMPLATES, RoomAttributes, Target
 use escape_server::registry::Registry;
 use escape_server::rooms::Rooms;
 use escape_server::seal::{MasterKey, MasterKeyOptions, SealedStore};
-use escape_server::store::{MemoryStore, SledStore, Store};
+use escape_server::store::{EpochStore, MemoryStore, SledStore, Store};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -83,11 +84,16 @@ struct Room {
 }
 
 fn room(store: Arc<dyn Store>) -> Room {
+    // As the server runs it: writes that decide access are counted, so a subscription keeps
+    // what it read of the member, the room and the membership until one happens.
+    let counted = EpochStore::new(store);
+    let epoch = counted.epoch();
+    let store: Arc<dyn Store> = Arc::new(counted);
     let registry = Registry::new(store.clone());
     let id = MemberId::parse("grid").expect("id");
     registry.put(&analyst(&id)).expect("member");
     let policy = Arc::new(PolicyEngine::load(store.clone()).expect("policy"));
-    let gate = Gate::new(store.clone(), policy.clone());
+    let gate = Gate::new(store.clone(), policy.clone()).with_epoch(epoch);
     let (rooms, committer) = Rooms::new(store, Limits::default());
     let principal = Principal::resolve_id(&registry, &id).expect("principal");
     let room = RoomName::parse("energy").expect("room");
@@ -165,13 +171,14 @@ fn policy(c: &mut Criterion) {
 }
 
 const EVENTS: u64 = 10_000;
+/// The newest events, which a live reader reads (well inside the room's window).
+const LIVE: u64 = 256;
 const READ_BATCH: usize = 128;
 
 fn deliveries(c: &mut Criterion) {
     let rt = runtime();
     let keys = tempfile::tempdir().expect("tempdir");
     let mut group = c.benchmark_group("deliveries");
-    group.throughput(Throughput::Elements(EVENTS));
     group.sample_size(10);
     for (label, store) in [
         ("plain", Arc::new(MemoryStore::new()) as Arc<dyn Store>),
@@ -189,39 +196,44 @@ fn deliveries(c: &mut Criterion) {
             r
         });
         let expiry = Some(time::OffsetDateTime::now_utc() + time::Duration::days(90));
-        let deliver = |check: bool| {
+        // As `ws::subscription` does it, for one recipient.
+        let deliver = |from: u64, to: u64, check: bool| {
             let mut delivered = 0u64;
-            let mut next = 1;
-            while next <= EVENTS {
+            let mut next = from;
+            let mut deliveries = None;
+            while next <= to {
                 let events = r
                     .rooms
-                    .read_range(&r.room, next, EVENTS, READ_BATCH)
+                    .read_range(&r.room, next, to, READ_BATCH)
                     .expect("read");
+                if check && !deliveries.as_ref().is_some_and(|d| r.gate.still_current(d)) {
+                    deliveries = Some(
+                        r.gate
+                            .deliveries(&r.registry, &r.id, expiry, &r.room)
+                            .expect("recipient"),
+                    );
+                }
                 for event in events {
                     next = event.seq + 1;
-                    if check {
-                        let recipient = Principal::resolve_id(&r.registry, &r.id)
-                            .expect("recipient")
-                            .with_certificate_expiry(expiry);
-                        if r.gate
-                            .authorize_frame::<action::Deliver>(&recipient, r.room.clone(), "event")
-                            .is_err()
-                            || !r.gate.may_read_event(&recipient, &event).expect("label")
-                        {
-                            continue;
-                        }
+                    if let Some(deliveries) = &deliveries
+                        && !r.gate.admit(deliveries, &event).expect("decision")
+                    {
+                        continue;
                     }
-                    let frame = ServerMessage::new(None, ServerFrame::Event(event));
-                    black_box(frame.encode());
+                    black_box(event.frame());
                     delivered += 1;
                 }
             }
-            assert_eq!(delivered, EVENTS);
+            assert_eq!(delivered, to + 1 - from);
         };
-        for (case, check) in [("check off", false), ("check on", true)] {
-            group.bench_function(format!("{label} store, {case}"), |b| {
-                b.iter(|| deliver(check))
-            });
+        let backlog = EVENTS - LIVE;
+        for (reader, from, to) in [("live", EVENTS - LIVE + 1, EVENTS), ("backlog", 1, backlog)] {
+            group.throughput(Throughput::Elements(to + 1 - from));
+            for (case, check) in [("check off", false), ("check on", true)] {
+                group.bench_function(format!("{label} store, {reader}, {case}"), |b| {
+                    b.iter(|| deliver(from, to, check))
+                });
+            }
         }
     }
     group.finish();

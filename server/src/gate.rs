@@ -17,7 +17,7 @@ use escape_proto::{ErrorCode, RoomName};
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::policy::{PolicyEngine, Target};
-use crate::store::{Store, keys};
+use crate::store::{Epoch, Store, keys};
 
 /// What the gate needs to know about an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -183,6 +183,9 @@ pub struct Gate {
     policy: Arc<PolicyEngine>,
     members_may_invite: bool,
     audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Moves with every write that decides access (when the store is an
+    /// [`EpochStore`](crate::store::EpochStore)): lets subscriptions keep what they read.
+    epoch: Option<Epoch>,
 }
 
 impl Gate {
@@ -192,7 +195,15 @@ impl Gate {
             policy,
             members_may_invite: false,
             audit: None,
+            epoch: None,
         }
+    }
+
+    /// Counts access-deciding writes through `epoch`: the store given to [`Gate::new`] must be
+    /// the [`EpochStore`](crate::store::EpochStore) it came from.
+    pub fn with_epoch(mut self, epoch: Epoch) -> Self {
+        self.epoch = Some(epoch);
+        self
     }
 
     /// Records denials in the audit log (rate-limited there).
@@ -364,6 +375,81 @@ impl Gate {
         event: &escape_proto::Event,
     ) -> Result<bool, ApiError> {
         let shares_history = self.room(&event.room)?.shares_history();
+        self.event_visible(principal, shares_history, event, || {
+            self.joined_at(&event.room, principal.id())
+        })
+    }
+
+    /// What `member`'s deliveries from `room` are decided on: its record (it must be active),
+    /// the room and the membership, read once and kept by the subscription while
+    /// [`Gate::still_current`] says so; [`Gate::admit`] then asks the policy and the event's
+    /// own rules for every event. Errors end the subscription (the member was suspended, the
+    /// room is gone, the member left).
+    pub fn deliveries(
+        &self,
+        registry: &crate::registry::Registry,
+        member: &escape_proto::MemberId,
+        certificate_expiry: Option<time::OffsetDateTime>,
+        room: &RoomName,
+    ) -> Result<Deliveries, ApiError> {
+        // Taken before reading: a write racing these reads moves the epoch past this value.
+        let epoch = self.epoch.as_ref().map(Epoch::now);
+        let principal =
+            Principal::resolve_id(registry, member)?.with_certificate_expiry(certificate_expiry);
+        let record = self.room(room)?;
+        let Some(joined_at) = self.joined_at(room, principal.id())? else {
+            return Err(ApiError::new(
+                ErrorCode::NotAMember,
+                format!("you are not a member of {room}; join it first"),
+            ));
+        };
+        Ok(Deliveries {
+            shares_history: record.shares_history(),
+            target: Target::Room(record.attributes()),
+            joined_at,
+            principal,
+            epoch,
+        })
+    }
+
+    /// Whether nothing that decides access was written since `deliveries` was read. Without
+    /// an epoch (a gate over a store nobody counts writes of) it never is.
+    pub fn still_current(&self, deliveries: &Deliveries) -> bool {
+        matches!((&self.epoch, deliveries.epoch), (Some(epoch), Some(at)) if epoch.now() == at)
+    }
+
+    /// The per-recipient, per-event decision: the policy for delivering from the room (a
+    /// refusal is `forbidden`: the event is withheld and the stream goes on), then the event's
+    /// own rules (`false`: withheld by its label or the room's history setting).
+    pub fn admit(
+        &self,
+        deliveries: &Deliveries,
+        event: &escape_proto::Event,
+    ) -> Result<bool, ApiError> {
+        self.policy.decide(
+            deliveries.principal.member(),
+            ActionKind::Deliver,
+            &deliveries.target,
+            "event",
+            deliveries.principal.cert_days_left(),
+        )?;
+        self.event_visible(
+            &deliveries.principal,
+            deliveries.shares_history,
+            event,
+            || Ok(Some(deliveries.joined_at)),
+        )
+    }
+
+    /// The rules an event adds to reading its room: the room's history visibility for
+    /// joiners, then the TLP 2.0 rule for indicators. `joined_at` is asked only when needed.
+    fn event_visible(
+        &self,
+        principal: &Principal,
+        shares_history: bool,
+        event: &escape_proto::Event,
+        joined_at: impl FnOnce() -> Result<Option<time::OffsetDateTime>, ApiError>,
+    ) -> Result<bool, ApiError> {
         let indicator = match &event.body {
             escape_proto::Body::Indicator(indicator) => Some(indicator),
             _ => None,
@@ -372,7 +458,7 @@ impl Gate {
         if shares_history && indicator.is_none() {
             return Ok(true);
         }
-        let joined_at = self.joined_at(&event.room, principal.id())?;
+        let joined_at = joined_at()?;
         // A room whose history is for members only since they joined hides what came before.
         if !shares_history && joined_at.is_none_or(|joined| event.sent_at < joined) {
             return Ok(false);
@@ -441,6 +527,17 @@ impl Gate {
     pub fn policy(&self) -> &crate::policy::PolicyEngine {
         &self.policy
     }
+}
+
+/// What one subscriber's deliveries from one room are decided on (see [`Gate::deliveries`]).
+#[derive(Debug)]
+pub struct Deliveries {
+    principal: Principal,
+    target: Target,
+    shares_history: bool,
+    joined_at: time::OffsetDateTime,
+    /// The epoch before these were read; `None` when the gate counts no epoch.
+    epoch: Option<u64>,
 }
 
 /// The newest version of an indicator in a room (see [`keys::indicator_latest`]).

@@ -108,7 +108,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (sealed, master) =
         crate::seal::open_deployment(&config.data_dir, &layout.store(), &config.master_key)?;
     tracing::info!(master_key = %master.path().display(), "store opened; values sealed at rest");
-    let store: Arc<dyn Store> = sealed.clone();
+    // Every component writes through this one store, so every access-deciding write is counted.
+    let counted = crate::store::EpochStore::new(sealed.clone());
+    let epoch = counted.epoch();
+    let store: Arc<dyn Store> = Arc::new(counted);
     let sealing = Arc::new(crate::seal::Sealing::new(sealed, master));
     let pki = Arc::new(Pki::load(&layout, store.clone())?);
     let (listener, local_addr) = bind(config.listen).await?;
@@ -149,6 +152,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let state = AppState {
         oidc,
         gate: Gate::new(store.clone(), policy)
+            .with_epoch(epoch)
             .with_members_may_invite(config.vetting.members_may_invite)
             .with_audit(audit.clone()),
         audit: audit.clone(),

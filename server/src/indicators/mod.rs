@@ -310,7 +310,7 @@ pub fn list(
         for event in events {
             if matches!(event.body, Body::Indicator(_))
                 && state.gate.may_read_event(auth.principal(), &event)?
-                && let Some(r) = record(state, event)?
+                && let Some(r) = record(state, event.event.clone())?
             {
                 records.push(r);
             }

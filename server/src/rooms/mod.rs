@@ -3,6 +3,7 @@
 //! Every operation takes an [`Authorized`] for its own action: the gate has already decided.
 
 mod commit;
+mod recent;
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -21,6 +22,7 @@ use crate::gate::{Authorized, action};
 use crate::store::{Batch, Order, Range, Store, StoreError, Swap, keys, value};
 
 pub use commit::{Committer, DurableHead};
+pub use recent::SharedEvent;
 
 /// A room as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +118,8 @@ struct RoomLog {
     /// while they check for a duplicate, take the next sequence and apply their batch.
     last: Mutex<u64>,
     durable: Arc<DurableHead>,
+    /// The newest events, for live readers (see [`recent`]).
+    recent: Mutex<recent::Recent>,
 }
 
 /// The outcome of an append.
@@ -361,9 +365,24 @@ impl Rooms {
         let log = Arc::new(RoomLog {
             last: Mutex::new(last),
             durable: Arc::new(DurableHead::new(last)),
+            recent: Mutex::new(recent::Recent::default()),
         });
         let mut logs = self.logs.lock().map_err(|_| lock_poisoned())?;
         Ok(logs.entry(room.clone()).or_insert(log).clone())
+    }
+
+    /// Empties a room's window of recent events (after its stored events were deleted).
+    fn forget_recent(&self, room: &RoomName) -> Result<(), ApiError> {
+        let log = self
+            .logs
+            .lock()
+            .map_err(|_| lock_poisoned())?
+            .get(room)
+            .cloned();
+        if let Some(log) = log {
+            log.recent.lock().map_err(|_| lock_poisoned())?.clear();
+        }
+        Ok(())
     }
 
     /// Stores a message under the room's next sequence, or finds the sequence a retry of the same
@@ -565,6 +584,7 @@ impl Rooms {
                     batch.delete(k.clone());
                 }
                 self.store.apply(batch)?;
+                self.forget_recent(&record.name)?;
                 deleted += old.len();
                 if old.len() < 500 {
                     break;
@@ -629,8 +649,11 @@ impl Rooms {
         }
         // The message, and every edit of it: none of its words stay readable.
         let mut batch = Batch::default();
+        let mut rewritten = Vec::new();
         event.body = Body::Redacted;
-        batch.put(key, value::encode(&event)?);
+        let stored = value::encode(&event)?;
+        rewritten.push(SharedEvent::new(event, stored.len()));
+        batch.put(key, stored);
         let head = self.durable_head(room)?;
         let mut next = seq + 1;
         while next <= head {
@@ -639,14 +662,24 @@ impl Rooms {
                 break;
             };
             next = last.seq + 1;
-            for mut later in events {
+            for later in events {
                 if matches!(later.body, Body::Edit { target, .. } if target == seq) {
+                    let mut later = later.event.clone();
                     later.body = Body::Redacted;
-                    batch.put(keys::message(room, later.seq), value::encode(&later)?);
+                    let stored = value::encode(&later)?;
+                    let key = keys::message(room, later.seq);
+                    rewritten.push(SharedEvent::new(later, stored.len()));
+                    batch.put(key, stored);
                 }
             }
         }
         self.store.apply(batch)?;
+        let log = self.log(room)?;
+        let mut recent = log.recent.lock().map_err(|_| lock_poisoned())?;
+        for event in rewritten {
+            recent.replace(event);
+        }
+        drop(recent);
         self.append_as(
             room,
             auth.principal().member(),
@@ -762,13 +795,20 @@ impl Rooms {
             client_msg_id,
             body,
         };
+        let stored = value::encode(&event)?;
+        let size = stored.len();
         let mut batch = Batch::default();
         batch
-            .put(keys::message(room, seq), value::encode(&event)?)
+            .put(keys::message(room, seq), stored)
             .put(idempotency_key, value::encode(&seq)?)
             .put(keys::room_last(room), value::encode(&seq)?);
         self.store.apply(batch)?;
         *last = seq;
+        // Still under the sequencing lock: the window stays in order.
+        log.recent
+            .lock()
+            .map_err(|_| lock_poisoned())?
+            .push(SharedEvent::new(event, size));
         drop(last);
         self.committer.request(log.durable.clone(), seq);
         Ok(Appended {
@@ -799,24 +839,36 @@ impl Rooms {
         Ok(self.log(auth.resource())?.durable.watch())
     }
 
-    /// Durable events with `from <= seq <= to`, at most `limit`, for delivery. Each one must
-    /// still pass the gate for its recipient before it is sent.
+    /// Events with `from <= seq <= to`, at most `limit`, for delivery: from the room's window
+    /// of recent events when it holds `from`, else from the store. Callers pass `to` at or
+    /// below the durable head. Each event must still pass the gate for its recipient before
+    /// it is sent.
     pub fn read_range(
         &self,
         room: &RoomName,
         from: u64,
         to: u64,
         limit: usize,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Vec<Arc<SharedEvent>>, ApiError> {
+        let log = self.log(room)?;
+        if let Some(events) = log
+            .recent
+            .lock()
+            .map_err(|_| lock_poisoned())?
+            .range(from, to, limit)
+        {
+            return Ok(events);
+        }
         let range = Range {
             start: Bound::Included(keys::message(room, from)),
             end: Bound::Included(keys::message(room, to)),
         };
-        self.store
+        Ok(self
+            .store
             .scan(&range, Order::Ascending, limit)?
             .into_iter()
-            .map(|(k, v)| value::decode(&k, &v))
-            .collect()
+            .map(|(k, v)| Ok(SharedEvent::new(value::decode(&k, &v)?, v.len())))
+            .collect::<Result<_, StoreError>>()?)
     }
 
     /// A page of durable history.

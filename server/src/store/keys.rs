@@ -277,6 +277,23 @@ fn join(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
+/// Key kinds a delivery decision is derived from: member records, room records, memberships,
+/// revocations and policies. A write to any of them moves the [`Epoch`](super::Epoch), which
+/// tells a live subscription that what it derived is stale.
+const ACCESS_PREFIXES: &[&[u8]] = &[
+    MEMBER_PREFIX,
+    ROOM_PREFIX,
+    b"room-member/",
+    b"member-room/",
+    REVOKED_PREFIX,
+    b"policy/",
+];
+
+/// Whether writing `key` can change who may read what.
+pub fn affects_access(key: &[u8]) -> bool {
+    ACCESS_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //! Invariant: a write is durable only once [`Store::flush`] has returned after it. Callers that
 //! promise durability (message acks) wait for a flush; see `rooms::commit`.
 
+mod epoch;
 pub mod keys;
 mod memory;
 mod sled_store;
@@ -18,6 +19,7 @@ mod conformance;
 
 use std::ops::Bound;
 
+pub use epoch::{Epoch, EpochStore};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use escape_proto::frame::ServerMessage;
 use escape_proto::{Body, ClientFrame, ClientRequest, ErrorCode, MemberId, RoomName, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
@@ -29,12 +29,13 @@ use crate::state::AppState;
 
 /// The sending half every producer of frames for this session holds.
 ///
-/// Frames are queued encoded: the queue's slots then hold a string (24 bytes) rather than a
+/// Frames are queued encoded: the queue's slots then hold shared bytes (32 bytes) rather than a
 /// whole `ServerMessage`, which matters because the channel allocates its slots in blocks as soon
-/// as it exists, and an idle session should cost as little as possible.
+/// as it exists, and an idle session should cost as little as possible; and an event's frame,
+/// encoded once, is queued to every recipient without a copy.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<Utf8Bytes>,
     session: Arc<Session>,
     slow_after: Duration,
 }
@@ -56,11 +57,17 @@ impl Outbox {
     /// Like [`Outbox::send`], giving up (with `false`) as soon as `stop` fires: a cancelled
     /// subscription must not deliver one more event after it was told to stop.
     pub async fn send_until(&self, frame: ServerMessage, stop: &CancellationToken) -> bool {
+        self.send_encoded(frame.encode().into(), stop).await
+    }
+
+    /// Queues a frame already encoded (an event's, shared by its recipients), as
+    /// [`Outbox::send_until`].
+    pub async fn send_encoded(&self, frame: Utf8Bytes, stop: &CancellationToken) -> bool {
         tokio::select! {
             biased;
             () = stop.cancelled() => false,
             () = self.session.close.cancelled() => false,
-            sent = self.tx.send_timeout(frame.encode(), self.slow_after) => match sent {
+            sent = self.tx.send_timeout(frame, self.slow_after) => match sent {
                 Ok(()) => true,
                 Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                     self.close(ErrorCode::SlowConsumer, format!(
@@ -543,7 +550,7 @@ const WRITE_BATCH: usize = 64;
 
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<String>,
+    mut rx: mpsc::Receiver<Utf8Bytes>,
     session: Arc<Session>,
 ) {
     loop {
@@ -555,10 +562,10 @@ async fn write_loop(
                 // busy session then costs one TLS record and one system call per batch, not per
                 // frame; an idle one still writes each frame at once.
                 let batch = async {
-                    sink.feed(Message::Text(frame.into())).await?;
+                    sink.feed(Message::Text(frame)).await?;
                     for _ in 1..WRITE_BATCH {
                         let Ok(next) = rx.try_recv() else { break };
-                        sink.feed(Message::Text(next.into())).await?;
+                        sink.feed(Message::Text(next)).await?;
                     }
                     sink.flush().await
                 };
@@ -583,7 +590,7 @@ async fn write_loop(
     let goodbye = async {
         // Frames already queued (acks of accepted messages) go first.
         while let Ok(frame) = rx.try_recv() {
-            sink.send(Message::Text(frame.into())).await?;
+            sink.send(Message::Text(frame)).await?;
         }
         if let Some((code, message)) = reason {
             let frame = ServerMessage::new(None, ServerFrame::Error { code, message });

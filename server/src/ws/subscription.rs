@@ -1,8 +1,9 @@
 //! A subscription is a cursor over the room's durable log.
 //!
 //! It remembers the next sequence it owes the client, wakes when the room's durable head moves,
-//! reads the missing events from the store in order and hands each to the gate for this
-//! recipient before queueing it. Because the backlog and live events come from the same log
+//! reads the missing events in order (from the room's window of recent events, else the store)
+//! and hands each to the gate for this recipient before queueing its frame, encoded once for
+//! all recipients. Because the backlog and live events come from the same log
 //! through the same cursor there is no seam: nothing is skipped and nothing is sent twice.
 //! A cursor holds no events of its own, so a slow reader costs a position, not memory.
 
@@ -14,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use super::connection::Outbox;
 use crate::error::ApiError;
 use crate::gate::{Authorized, action};
-use crate::identity::Principal;
 use crate::state::AppState;
 
 /// How many events one store read fetches.
@@ -72,6 +72,7 @@ impl Cursor {
         if !self.outbox.send_until(subscribed, &self.stop).await {
             return;
         }
+        let mut deliveries = None;
         loop {
             let head = *self.head.borrow_and_update();
             while next <= head {
@@ -84,16 +85,39 @@ impl Cursor {
                         break;
                     }
                     Err(e) => {
-                        self.outbox.error(None, &ApiError::from(e)).await;
+                        self.outbox.error(None, &e).await;
                         return;
                     }
+                };
+                // The recipient's record, the room and the membership, read again whenever a
+                // write may have changed them; the policy and the event's rules are asked for
+                // every event below.
+                if !deliveries
+                    .as_ref()
+                    .is_some_and(|d| self.state.gate.still_current(d))
+                {
+                    match self.state.gate.deliveries(
+                        &self.state.registry,
+                        &member,
+                        self.expiry,
+                        &room,
+                    ) {
+                        Ok(fresh) => deliveries = Some(fresh),
+                        Err(denied) => {
+                            self.end(&room, denied).await;
+                            return;
+                        }
+                    }
+                }
+                let Some(deliveries) = deliveries.as_ref() else {
+                    return;
                 };
                 for event in events {
                     if self.stop.is_cancelled() {
                         return;
                     }
                     next = event.seq + 1;
-                    match self.may_deliver(&member, &event) {
+                    match self.state.gate.admit(deliveries, &event) {
                         Ok(true) => {}
                         // TLP: this recipient may read the room but not this indicator.
                         Ok(false) => continue,
@@ -101,20 +125,11 @@ impl Cursor {
                         // arrive. Access may come back with the next change of attributes or policy.
                         Err(denied) if denied.code == ErrorCode::Forbidden => continue,
                         Err(denied) => {
-                            // The member left, was suspended or the room is gone: the stream ends.
-                            let message =
-                                format!("subscription to {room} ended: {}", denied.message);
-                            self.outbox
-                                .error(None, &ApiError::new(denied.code, message))
-                                .await;
+                            self.end(&room, denied).await;
                             return;
                         }
                     }
-                    if !self
-                        .outbox
-                        .send(ServerMessage::new(None, ServerFrame::Event(event)))
-                        .await
-                    {
+                    if !self.outbox.send_encoded(event.frame(), &self.stop).await {
                         return;
                     }
                 }
@@ -126,20 +141,11 @@ impl Cursor {
         }
     }
 
-    /// The per-recipient, per-event decision, on the member's current record: the room's
-    /// policy, then the event's own label.
-    fn may_deliver(
-        &self,
-        member: &escape_proto::MemberId,
-        event: &escape_proto::Event,
-    ) -> Result<bool, ApiError> {
-        let principal = Principal::resolve_id(&self.state.registry, member)?
-            .with_certificate_expiry(self.expiry);
-        self.state.gate.authorize_frame::<action::Deliver>(
-            &principal,
-            self.auth.resource().clone(),
-            "event",
-        )?;
-        self.state.gate.may_read_event(&principal, event)
+    /// The member left, was suspended or the room is gone: the stream ends, saying why.
+    async fn end(&self, room: &escape_proto::RoomName, denied: ApiError) {
+        let message = format!("subscription to {room} ended: {}", denied.message);
+        self.outbox
+            .error(None, &ApiError::new(denied.code, message))
+            .await;
     }
 }
