@@ -2,7 +2,7 @@
 //! unread counts, search within what a member may read, and room settings.
 
 use escape_client::ClientError;
-use escape_e2e::{TestDeployment, next_frame};
+use escape_e2e::{TestDeployment, events, next_frame};
 use escape_proto::indicator::{IndicatorDraft, ShareIndicators};
 use escape_proto::room::{HistoryQuery, RoomSettings};
 use escape_proto::{Body, ErrorCode, RoomName, ServerFrame};
@@ -153,6 +153,20 @@ async fn threads_edits_redactions_and_mentions() {
     assert!(!audit.iter().any(|e| e.detail.contains("phishing wave")));
     let found = bob_client.search("kit", None).await.expect("search");
     assert!(found.is_empty(), "removed words are not found: {found:?}");
+    // A live subscription replaying the room (from the server's window of recent events, which
+    // the redactions rewrote) gets the removed bodies too, never the words.
+    let mut replay = d.channel("bob").await;
+    replay.subscribe(&ops, Some(0)).await.expect("subscribe");
+    let replayed = events(&mut replay, page.messages.len()).await;
+    assert_eq!(
+        replayed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        page.messages.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    for (live, stored) in replayed.iter().zip(&page.messages) {
+        assert_eq!(live.body, stored.body, "#{}", live.seq);
+    }
+    assert_eq!(replayed[0].body, Body::Redacted);
+    assert_eq!(replayed[1].body, Body::Redacted);
 }
 
 #[tokio::test]
