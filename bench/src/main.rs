@@ -97,6 +97,13 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         duration_ms: u64,
     },
+    /// One file encrypted and decrypted beside the age tool, then shared and fetched through
+    /// Escape.
+    Files {
+        /// The file's size.
+        #[arg(long, default_value_t = 512)]
+        mib: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +224,10 @@ async fn main() -> anyhow::Result<()> {
                 duration_ms,
             };
             print(&workload::durable::run(&server, &spec).await?)?;
+        }
+        Command::Files { mib } => {
+            let server = Server::start(System::Escape, &setup, 1).await?;
+            print(&workload::files::run(&server, server.dir.path(), mib).await?)?;
         }
     }
     Ok(())

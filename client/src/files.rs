@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use age::secrecy::ExposeSecret;
 use escape_proto::file::{
-    AddCopies, FILE_MAGIC, FileHeader, FileInfo, NewGeneration, RoomKeys, StartUpload,
-    safe_file_name,
+    AddCopies, FILE_MAGIC, FILE_MAGIC_V1, FileHeader, FileInfo, FileTrailer, NewGeneration,
+    RoomKeys, StartUpload, safe_file_name,
 };
 use escape_proto::{ErrorCode, RoomName};
 
@@ -28,11 +28,12 @@ use crate::profile::Profile;
 /// How often one chunk is retried after a failure, resuming where the server stands.
 const ATTEMPTS: u32 = 5;
 const BUFFER: usize = 64 * 1024;
+/// What encryption writes to disk at once: large writes cost fewer system calls per byte.
+const WRITE_BUFFER: usize = 1024 * 1024;
 
 /// What a transfer is doing, for progress displays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    Hashing,
     Encrypting,
     Uploading,
     Downloading,
@@ -201,23 +202,40 @@ pub async fn sync_room_keys(
     Ok(keys)
 }
 
-/// SHA-256 and size of a file, streamed.
-fn hash_file(path: &Path, progress: &Progress) -> Result<(String, u64), ClientError> {
-    let total = std::fs::metadata(path).map_err(io(path))?.len();
-    let mut reader = BufReader::with_capacity(BUFFER, File::open(path).map_err(io(path))?);
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut size = 0u64;
-    let mut buffer = vec![0u8; BUFFER];
-    loop {
-        let n = reader.read(&mut buffer).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        context.update(&buffer[..n]);
-        size += n as u64;
-        progress(Stage::Hashing, size, total);
-    }
-    Ok((hex(context.finish().as_ref()), size))
+/// Runs `work` with a sink for bytes and returns, beside its result, the SHA-256 of every
+/// byte it sank, computed on a second thread while `work` goes on (encryption or decryption):
+/// the digest then costs no time on a machine with two cores.
+fn digest_beside<T>(
+    work: impl FnOnce(&mut dyn FnMut(Arc<Vec<u8>>) -> Result<(), ClientError>) -> Result<T, ClientError>,
+) -> Result<(T, String), ClientError> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(16);
+        let hasher = scope.spawn(move || {
+            let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+            for chunk in rx {
+                context.update(&chunk);
+            }
+            hex(context.finish().as_ref())
+        });
+        let mut sink = move |chunk: Arc<Vec<u8>>| {
+            tx.send(chunk)
+                .map_err(|_| file_error("the digest thread stopped"))
+        };
+        let result = work(&mut sink);
+        // The sink (and with it the channel) goes here, so the digest thread finishes.
+        drop(sink);
+        let digest = hasher
+            .join()
+            .map_err(|_| file_error("the digest thread failed"))?;
+        Ok((result?, digest))
+    })
+}
+
+/// Reads up to `BUFFER` bytes into a fresh buffer; empty at the end.
+fn next_chunk(reader: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut buffer = Vec::with_capacity(BUFFER);
+    reader.take(BUFFER as u64).read_to_end(&mut buffer)?;
+    Ok(buffer)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -233,11 +251,12 @@ pub fn encrypt_file(
     name: &str,
     progress: &Progress,
 ) -> Result<FileHeader, ClientError> {
-    let (sha256, size) = hash_file(input, progress)?;
-    let header = FileHeader {
+    let source = File::open(input).map_err(io(input))?;
+    let size = source.metadata().map_err(io(input))?.len();
+    let mut header = FileHeader {
         name: name.to_owned(),
         size,
-        sha256,
+        sha256: String::new(),
     };
     let header_line =
         serde_json::to_string(&header).map_err(|e| file_error(format!("file header: {e}")))?;
@@ -246,29 +265,39 @@ pub fn encrypt_file(
         age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
             .map_err(|e| file_error(format!("encrypting: {e}")))?;
     let mut writer = encryptor
-        .wrap_output(BufWriter::with_capacity(BUFFER, out))
+        .wrap_output(BufWriter::with_capacity(WRITE_BUFFER, out))
         .map_err(io(output))?;
     writer
         .write_all(format!("{FILE_MAGIC}\n{header_line}\n").as_bytes())
         .map_err(io(output))?;
-    let mut reader = BufReader::with_capacity(BUFFER, File::open(input).map_err(io(input))?);
-    let mut buffer = vec![0u8; BUFFER];
-    let mut done = 0u64;
-    loop {
-        let n = reader.read(&mut buffer).map_err(io(input))?;
-        if n == 0 {
-            break;
+    let mut reader = source;
+    let (done, sha256) = digest_beside(|sink| {
+        let mut done = 0u64;
+        loop {
+            let chunk = Arc::new(next_chunk(&mut reader).map_err(io(input))?);
+            if chunk.is_empty() {
+                return Ok(done);
+            }
+            writer.write_all(&chunk).map_err(io(output))?;
+            done += chunk.len() as u64;
+            sink(chunk)?;
+            progress(Stage::Encrypting, done, size);
         }
-        writer.write_all(&buffer[..n]).map_err(io(output))?;
-        done += n as u64;
-        progress(Stage::Encrypting, done, size);
-    }
+    })?;
     if done != size {
         return Err(file_error(format!(
             "{} changed while it was being encrypted",
             input.display()
         )));
     }
+    let trailer = serde_json::to_string(&FileTrailer {
+        sha256: sha256.clone(),
+    })
+    .map_err(|e| file_error(format!("file trailer: {e}")))?;
+    writer
+        .write_all(format!("{trailer}\n").as_bytes())
+        .map_err(io(output))?;
+    header.sha256 = sha256;
     let mut inner = writer.finish().map_err(io(output))?;
     inner.flush().map_err(io(output))?;
     Ok(header)
@@ -342,15 +371,17 @@ fn decrypt_into(
         .take(64)
         .read_line(&mut line)
         .map_err(|e| tampered(&e))?;
-    if line.trim_end() != FILE_MAGIC {
-        return Err(file_error("this is not an Escape file"));
-    }
+    let with_trailer = match line.trim_end() {
+        FILE_MAGIC => true,
+        FILE_MAGIC_V1 => false,
+        _ => return Err(file_error("this is not an Escape file")),
+    };
     line.clear();
     (&mut reader)
         .take(64 * 1024)
         .read_line(&mut line)
         .map_err(|e| tampered(&e))?;
-    let header: FileHeader = serde_json::from_str(line.trim_end())
+    let mut header: FileHeader = serde_json::from_str(line.trim_end())
         .map_err(|e| file_error(format!("file header: {e}")))?;
     let out = std::fs::OpenOptions::new()
         .write(true)
@@ -358,21 +389,37 @@ fn decrypt_into(
         .open(partial)
         .map_err(io(partial))?;
     let mut writer = BufWriter::with_capacity(BUFFER, out);
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buffer = vec![0u8; BUFFER];
-    let mut size = 0u64;
-    loop {
-        let n = reader.read(&mut buffer).map_err(|e| tampered(&e))?;
-        if n == 0 {
-            break;
+    // Format 2: exactly `size` bytes, then the trailer; format 1: the bytes run to the end.
+    let limit = if with_trailer { header.size } else { u64::MAX };
+    let (size, sha256) = digest_beside(|sink| {
+        let mut body = (&mut reader).take(limit);
+        let mut size = 0u64;
+        loop {
+            let chunk = Arc::new(next_chunk(&mut body).map_err(|e| tampered(&e))?);
+            if chunk.is_empty() {
+                return Ok(size);
+            }
+            writer.write_all(&chunk).map_err(io(partial))?;
+            size += chunk.len() as u64;
+            sink(chunk)?;
+            progress(Stage::Decrypting, size, header.size);
         }
-        context.update(&buffer[..n]);
-        writer.write_all(&buffer[..n]).map_err(io(partial))?;
-        size += n as u64;
-        progress(Stage::Decrypting, size, header.size);
-    }
+    })?;
     writer.flush().map_err(io(partial))?;
-    let sha256 = hex(context.finish().as_ref());
+    if with_trailer {
+        line.clear();
+        (&mut reader)
+            .take(1024)
+            .read_line(&mut line)
+            .map_err(|e| tampered(&e))?;
+        let trailer: FileTrailer = serde_json::from_str(line.trim_end())
+            .map_err(|e| file_error(format!("file trailer: {e}")))?;
+        let mut rest = [0u8; 1];
+        if reader.read(&mut rest).map_err(|e| tampered(&e))? != 0 {
+            return Err(file_error("the file has bytes after its trailer"));
+        }
+        header.sha256 = trailer.sha256;
+    }
     if size != header.size || sha256 != header.sha256 {
         return Err(file_error(format!(
             "the decrypted file does not match its header ({size} bytes, sha256 {sha256}; expected {} bytes, sha256 {})",
@@ -800,4 +847,99 @@ async fn fetch(
     }
     file.flush().map_err(io(staged))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An age file of `payload`, as a client of the given format would have written it.
+    fn sealed(dir: &Path, recipient: &age::x25519::Recipient, payload: &[u8]) -> PathBuf {
+        let path = dir.join(format!("{}.age", uuid::Uuid::new_v4()));
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
+                .expect("encryptor");
+        let mut writer = encryptor
+            .wrap_output(File::create(&path).expect("create"))
+            .expect("wrap");
+        writer.write_all(payload).expect("write");
+        writer.finish().expect("finish");
+        path
+    }
+
+    fn sha256(bytes: &[u8]) -> String {
+        hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+    }
+
+    #[test]
+    fn a_file_comes_back_whole_and_tampered_contents_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let identity = age::x25519::Identity::generate();
+        let recipient = identity.to_public();
+        let plain = dir.path().join("sample.bin");
+        // More than one read chunk, not a multiple of it.
+        let bytes: Vec<u8> = (0..BUFFER * 3 + 17).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&plain, &bytes).expect("write");
+        let sealed_path = dir.path().join("sample.age");
+        let header = encrypt_file(
+            &plain,
+            &sealed_path,
+            &recipient,
+            "sample.bin",
+            &no_progress(),
+        )
+        .expect("encrypt");
+        assert_eq!(
+            (header.size, header.sha256.as_str()),
+            (bytes.len() as u64, sha256(&bytes).as_str())
+        );
+        let out = dir.path().join("out.bin");
+        let opened = decrypt_file(&sealed_path, &out, &identity, &no_progress()).expect("decrypt");
+        assert_eq!(opened, header);
+        assert_eq!(std::fs::read(&out).expect("read"), bytes);
+
+        // The first format (digest in the header, nothing after the bytes) still opens.
+        let v1_header = serde_json::to_string(&FileHeader {
+            name: "old.bin".into(),
+            size: 3,
+            sha256: sha256(b"abc"),
+        })
+        .expect("header");
+        let v1 = sealed(
+            dir.path(),
+            &recipient,
+            format!("{FILE_MAGIC_V1}\n{v1_header}\nabc").as_bytes(),
+        );
+        let old = dir.path().join("old.bin");
+        let opened = decrypt_file(&v1, &old, &identity, &no_progress()).expect("format 1");
+        assert_eq!((opened.size, opened.sha256), (3, sha256(b"abc")));
+        assert_eq!(std::fs::read(&old).expect("read"), b"abc");
+
+        // Format 2 written by someone else: a wrong digest, a short body, bytes after the
+        // trailer, a missing trailer. Each is refused and leaves nothing behind.
+        let header = r#"{"name":"x","size":3}"#;
+        let good = format!(r#"{{"sha256":"{}"}}"#, sha256(b"abc"));
+        let cases = [
+            format!("{FILE_MAGIC}\n{header}\nabd\n{good}\n"),
+            format!("{FILE_MAGIC}\n{header}\nab\n{good}\n"),
+            format!("{FILE_MAGIC}\n{header}\nabc{good}\nmore"),
+            format!("{FILE_MAGIC}\n{header}\nabc"),
+        ];
+        for (i, payload) in cases.iter().enumerate() {
+            let path = sealed(dir.path(), &recipient, payload.as_bytes());
+            let out = dir.path().join(format!("bad-{i}.bin"));
+            let err = decrypt_file(&path, &out, &identity, &no_progress()).expect_err("refused");
+            assert!(matches!(err, ClientError::File(_)), "case {i}: {err:?}");
+            assert!(!out.exists(), "case {i}: nothing is left behind");
+        }
+        // The well-formed one, for contrast, opens.
+        let path = sealed(
+            dir.path(),
+            &recipient,
+            format!("{FILE_MAGIC}\n{header}\nabc{good}\n").as_bytes(),
+        );
+        let out = dir.path().join("good.bin");
+        decrypt_file(&path, &out, &identity, &no_progress()).expect("well formed");
+        assert_eq!(std::fs::read(&out).expect("read"), b"abc");
+    }
 }

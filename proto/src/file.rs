@@ -14,14 +14,29 @@ use crate::member::MemberId;
 use crate::room::RoomName;
 
 /// The encrypted payload of a file starts with this line, then one JSON line of
-/// [`FileHeader`], then the file's bytes.
-pub const FILE_MAGIC: &str = "escape-file/1";
+/// [`FileHeader`] (name and size), then the file's `size` bytes, then one JSON line of
+/// [`FileTrailer`] (the SHA-256 of those bytes). The digest comes last so that a file is read
+/// once, its digest computed while it is encrypted.
+pub const FILE_MAGIC: &str = "escape-file/2";
+
+/// The first format, still read: the digest was in the header and nothing followed the bytes.
+pub const FILE_MAGIC_V1: &str = "escape-file/1";
 
 /// What travels inside the encryption with the file's bytes, checked after decryption.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileHeader {
     pub name: String,
     pub size: u64,
+    /// SHA-256 of the plaintext, lower-case hex. Written in the header by the first format only
+    /// (in the trailer since); always filled in once a file is encrypted or decrypted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
+}
+
+/// What follows a file's bytes inside the encryption (format 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTrailer {
     /// SHA-256 of the plaintext, lower-case hex.
     pub sha256: String,
 }

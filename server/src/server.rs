@@ -19,7 +19,7 @@ use crate::policy::PolicyEngine;
 use crate::registry::Registry;
 use crate::rooms::Rooms;
 use crate::sessions::Sessions;
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 use crate::store::Store;
 use crate::vetting::applications::Applications;
 use crate::vetting::invites::Invites;
@@ -149,7 +149,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         RelyingParty::new(&config.oidc, &enroll_address)
             .map_err(|e| StartError::Oidc(e.message))?,
     );
-    let state = AppState {
+    let state = AppState::new(Services {
         oidc,
         gate: Gate::new(store.clone(), policy)
             .with_epoch(epoch)
@@ -183,7 +183,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         enroll_address,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
-    };
+    });
     let main_tls: TlsSource = {
         let pki = pki.clone();
         Arc::new(move || pki.main_tls())

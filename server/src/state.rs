@@ -17,8 +17,31 @@ use crate::vetting::invites::Invites;
 use crate::vetting::members::Members;
 use crate::vetting::oidc::RelyingParty;
 
+/// The handle every handler, session and task holds: one pointer to the shared services.
+///
+/// A pointer rather than the services themselves because every request and every task of a
+/// WebSocket session holds a copy: cloning is then one reference count, and an idle session
+/// carries a few words instead of the whole set (memory per idle connection, BENCHMARKS.md).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The store's services and the server's lifecycle.
+#[derive(Debug)]
+pub struct Services {
     pub registry: Registry,
     pub gate: Gate,
     pub rooms: Arc<Rooms>,

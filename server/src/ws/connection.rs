@@ -62,7 +62,25 @@ impl Outbox {
 
     /// Queues a frame already encoded (an event's, shared by its recipients), as
     /// [`Outbox::send_until`].
+    ///
+    /// A queue with room takes the frame at once, without a future; only a full queue waits,
+    /// in a future of its own on the heap. This keeps every task that sends (the session, its
+    /// subscriptions, its alerts) small while it is idle, which is what an idle session costs.
     pub async fn send_encoded(&self, frame: Utf8Bytes, stop: &CancellationToken) -> bool {
+        if stop.is_cancelled() || self.session.close.is_cancelled() {
+            return false;
+        }
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                Box::pin(self.wait_to_send(frame, stop)).await
+            }
+        }
+    }
+
+    /// Waits for room in the queue, at most the slow-consumer limit.
+    async fn wait_to_send(&self, frame: Utf8Bytes, stop: &CancellationToken) -> bool {
         tokio::select! {
             biased;
             () = stop.cancelled() => false,
@@ -251,8 +269,16 @@ pub async fn run(
             outbox: &outbox,
             in_flight: &in_flight,
         };
-        if let Err(error) =
-            handle(context, request, &mut subscriptions, &mut acks, &mut typing).await
+        // On the heap for the time of one request: the session's own future stays small
+        // while it waits for the next frame (memory per idle session).
+        if let Err(error) = Box::pin(handle(
+            context,
+            request,
+            &mut subscriptions,
+            &mut acks,
+            &mut typing,
+        ))
+        .await
         {
             outbox.error(id, &error).await;
         }

@@ -45,7 +45,7 @@ pub async fn upgrade(
         // to read, as much to write) made each idle session cost several times more (memory per
         // idle connection: `bash bench/run.sh`, in BENCHMARKS.md). A larger frame still arrives
         // whole (the message is assembled apart from the read buffer).
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         // Bound what tungstenite buffers on its own before our queue applies back-pressure.
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(1024 * 1024);
