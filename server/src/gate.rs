@@ -368,7 +368,8 @@ impl Gate {
 
     /// Whether `principal`, already allowed to read the event's room, may see this event now:
     /// the room's history visibility for joiners, then the TLP 2.0 rule for indicators. Every
-    /// path that hands out a stored event (delivery, history, search, export, TAXII) asks here.
+    /// path that hands out a stored event (history, search, export, TAXII) asks here; live
+    /// delivery asks [`Gate::admit`], which applies the same rules ([`Gate::event_visible`]).
     pub fn may_read_event(
         &self,
         principal: &Principal,

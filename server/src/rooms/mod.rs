@@ -625,6 +625,11 @@ impl Rooms {
         seq: u64,
     ) -> Result<Appended, ApiError> {
         let room = auth.resource();
+        let log = self.log(room)?;
+        // Appends to the room wait until the store and the window of recent events are both
+        // rewritten: an edit applied but not yet in the window cannot be pushed back into it
+        // with its words after the rewrite looked for it.
+        let appending = log.last.lock().map_err(|_| lock_poisoned())?;
         let key = keys::message(room, seq);
         let Some(bytes) = self.store.get(&key)? else {
             return Err(ApiError::new(
@@ -673,13 +678,15 @@ impl Rooms {
                 }
             }
         }
-        self.store.apply(batch)?;
-        let log = self.log(room)?;
+        // Readers of the window wait for both writes, so none reads the words after the store
+        // lost them.
         let mut recent = log.recent.lock().map_err(|_| lock_poisoned())?;
+        self.store.apply(batch)?;
         for event in rewritten {
             recent.replace(event);
         }
         drop(recent);
+        drop(appending);
         self.append_as(
             room,
             auth.principal().member(),

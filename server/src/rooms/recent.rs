@@ -11,8 +11,10 @@
 //!   append pushes under the room's sequencing lock, so nothing is skipped or reordered;
 //! - what is held is what the store holds: a redaction replaces the entries it rewrote, and
 //!   retention clears the room;
-//! - the size is bounded per room by count and by bytes, so a busy room costs at most
-//!   [`MAX_BYTES`] however large its messages.
+//! - the size is bounded per room by count and by bytes, so a busy room costs at most about
+//!   [`MAX_BYTES`] however large its messages (each event is charged three times its stored
+//!   size: the decoded event, its frame, and slack). Every room that was written to since the
+//!   server started keeps its window; the rate limits on sending bound how fast that grows.
 //!
 //! Readers behind the oldest entry read from the store as before; nothing is ever read from here
 //! past the durable head, because callers ask only for ranges below it.
@@ -26,23 +28,24 @@ use escape_proto::frame::{ServerFrame, ServerMessage};
 
 /// Most events held per room.
 pub const MAX_EVENTS: usize = 512;
-/// Most bytes (of stored encoding) held per room.
+/// Most bytes held per room (as charged: three times each event's stored encoding).
 pub const MAX_BYTES: usize = 1 << 20;
 
 /// An event as read from a room's log, shared by everyone it is delivered to.
 #[derive(Debug)]
 pub struct SharedEvent {
     pub event: Event,
-    /// The stored encoding's length, for the byte bound.
+    /// What the event is charged against the byte bound.
     size: usize,
     frame: OnceLock<Utf8Bytes>,
 }
 
 impl SharedEvent {
-    pub fn new(event: Event, size: usize) -> Arc<Self> {
+    /// `stored` is the length of the event's stored encoding.
+    pub fn new(event: Event, stored: usize) -> Arc<Self> {
         Arc::new(Self {
             event,
-            size,
+            size: stored.saturating_mul(3),
             frame: OnceLock::new(),
         })
     }
@@ -193,7 +196,7 @@ mod tests {
         assert_eq!(seqs(&recent.range(3, 3, 10).expect("held")), [3]);
 
         let mut recent = Recent::default();
-        let big = "x".repeat(MAX_BYTES / 4 + 1);
+        let big = "x".repeat(MAX_BYTES / 12 + 1);
         for seq in 1..=8 {
             recent.push(event(seq, &big));
         }

@@ -5,7 +5,7 @@
 //! the delivery itself, yet they rarely change. [`EpochStore`] sits in front of the store every
 //! component writes through and moves its [`Epoch`] after any write to those kinds of key
 //! ([`keys::affects_access`]); a subscription keeps what it read while the epoch stays where
-//! it was when it read, and reads again as soon as it moves.
+//! it was when it read, and reads again before the next event it delivers once it moved.
 //!
 //! Invariant: the epoch moves after the write is applied, and readers take it before they
 //! read. A reader that races a write therefore holds either the old epoch (and reads again on

@@ -89,35 +89,36 @@ impl Cursor {
                         return;
                     }
                 };
-                // The recipient's record, the room and the membership, read again whenever a
-                // write may have changed them; the policy and the event's rules are asked for
-                // every event below.
-                if !deliveries
-                    .as_ref()
-                    .is_some_and(|d| self.state.gate.still_current(d))
-                {
-                    match self.state.gate.deliveries(
-                        &self.state.registry,
-                        &member,
-                        self.expiry,
-                        &room,
-                    ) {
-                        Ok(fresh) => deliveries = Some(fresh),
-                        Err(denied) => {
-                            self.end(&room, denied).await;
-                            return;
-                        }
-                    }
-                }
-                let Some(deliveries) = deliveries.as_ref() else {
-                    return;
-                };
                 for event in events {
                     if self.stop.is_cancelled() {
                         return;
                     }
                     next = event.seq + 1;
-                    match self.state.gate.admit(deliveries, &event) {
+                    // The recipient's record, the room and the membership, read again before
+                    // any event that follows a write which may have changed them (checking
+                    // costs one atomic load); the policy and the event's rules are asked for
+                    // every event.
+                    if !deliveries
+                        .as_ref()
+                        .is_some_and(|d| self.state.gate.still_current(d))
+                    {
+                        match self.state.gate.deliveries(
+                            &self.state.registry,
+                            &member,
+                            self.expiry,
+                            &room,
+                        ) {
+                            Ok(fresh) => deliveries = Some(fresh),
+                            Err(denied) => {
+                                self.end(&room, denied).await;
+                                return;
+                            }
+                        }
+                    }
+                    let Some(current) = deliveries.as_ref() else {
+                        return;
+                    };
+                    match self.state.gate.admit(current, &event) {
                         Ok(true) => {}
                         // TLP: this recipient may read the room but not this indicator.
                         Ok(false) => continue,
