@@ -9,6 +9,8 @@ bash bench/install.sh
 # Thousands of sockets on each side of the idle-memory and fan-out runs.
 ulimit -n "$(ulimit -Hn)"
 cargo build --release --locked -p escape-server -p escape-bench
+# Only this run's estimates: criterion keeps those of benchmarks since renamed or removed.
+rm -rf target/criterion
 cargo bench --locked -p escape-bench --bench micro -- --noplot
 target/release/escape-load all --criterion target/criterion --out bench/results/results.json
 target/release/escape-load report --results bench/results/results.json \
