@@ -202,12 +202,19 @@ pub async fn sync_room_keys(
     Ok(keys)
 }
 
-/// Runs `work` with a sink for bytes and returns, beside its result, the SHA-256 of every
-/// byte it sank, computed on a second thread while `work` goes on (encryption or decryption):
-/// the digest then costs no time on a machine with two cores.
-fn digest_beside<T>(
-    work: impl FnOnce(&mut dyn FnMut(Arc<Vec<u8>>) -> Result<(), ClientError>) -> Result<T, ClientError>,
-) -> Result<(T, String), ClientError> {
+/// Copies `reader` to `writer` in chunks, reporting `stage` against `total`, and returns how
+/// many bytes it copied and their SHA-256. The digest is computed on a second thread while the
+/// copy (encryption or decryption) goes on, so it costs no time on a machine with two cores.
+fn copy_digested(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    errors: (
+        impl Fn(std::io::Error) -> ClientError,
+        impl Fn(std::io::Error) -> ClientError,
+    ),
+    (stage, total, progress): (Stage, u64, &Progress),
+) -> Result<(u64, String), ClientError> {
+    let (read_error, write_error) = errors;
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(16);
         let hasher = scope.spawn(move || {
@@ -217,25 +224,32 @@ fn digest_beside<T>(
             }
             hex(context.finish().as_ref())
         });
-        let mut sink = move |chunk: Arc<Vec<u8>>| {
-            tx.send(chunk)
-                .map_err(|_| file_error("the digest thread stopped"))
-        };
-        let result = work(&mut sink);
-        // The sink (and with it the channel) goes here, so the digest thread finishes.
-        drop(sink);
+        let copied = (|| {
+            let mut done = 0u64;
+            loop {
+                let mut chunk = Vec::with_capacity(BUFFER);
+                (&mut *reader)
+                    .take(BUFFER as u64)
+                    .read_to_end(&mut chunk)
+                    .map_err(&read_error)?;
+                if chunk.is_empty() {
+                    return Ok(done);
+                }
+                writer.write_all(&chunk).map_err(&write_error)?;
+                done += chunk.len() as u64;
+                let chunk = Arc::new(chunk);
+                tx.send(chunk)
+                    .map_err(|_| file_error("the digest thread stopped"))?;
+                progress(stage, done, total);
+            }
+        })();
+        // The channel closes here, so the digest thread finishes.
+        drop(tx);
         let digest = hasher
             .join()
             .map_err(|_| file_error("the digest thread failed"))?;
-        Ok((result?, digest))
+        Ok((copied?, digest))
     })
-}
-
-/// Reads up to `BUFFER` bytes into a fresh buffer; empty at the end.
-fn next_chunk(reader: &mut impl Read) -> std::io::Result<Vec<u8>> {
-    let mut buffer = Vec::with_capacity(BUFFER);
-    reader.take(BUFFER as u64).read_to_end(&mut buffer)?;
-    Ok(buffer)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -271,19 +285,12 @@ pub fn encrypt_file(
         .write_all(format!("{FILE_MAGIC}\n{header_line}\n").as_bytes())
         .map_err(io(output))?;
     let mut reader = source;
-    let (done, sha256) = digest_beside(|sink| {
-        let mut done = 0u64;
-        loop {
-            let chunk = Arc::new(next_chunk(&mut reader).map_err(io(input))?);
-            if chunk.is_empty() {
-                return Ok(done);
-            }
-            writer.write_all(&chunk).map_err(io(output))?;
-            done += chunk.len() as u64;
-            sink(chunk)?;
-            progress(Stage::Encrypting, done, size);
-        }
-    })?;
+    let (done, sha256) = copy_digested(
+        &mut reader,
+        &mut writer,
+        (|e| io(input)(e), |e| io(output)(e)),
+        (Stage::Encrypting, size, progress),
+    )?;
     if done != size {
         return Err(file_error(format!(
             "{} changed while it was being encrypted",
@@ -391,20 +398,12 @@ fn decrypt_into(
     let mut writer = BufWriter::with_capacity(BUFFER, out);
     // Format 2: exactly `size` bytes, then the trailer; format 1: the bytes run to the end.
     let limit = if with_trailer { header.size } else { u64::MAX };
-    let (size, sha256) = digest_beside(|sink| {
-        let mut body = (&mut reader).take(limit);
-        let mut size = 0u64;
-        loop {
-            let chunk = Arc::new(next_chunk(&mut body).map_err(|e| tampered(&e))?);
-            if chunk.is_empty() {
-                return Ok(size);
-            }
-            writer.write_all(&chunk).map_err(io(partial))?;
-            size += chunk.len() as u64;
-            sink(chunk)?;
-            progress(Stage::Decrypting, size, header.size);
-        }
-    })?;
+    let (size, sha256) = copy_digested(
+        &mut (&mut reader).take(limit),
+        &mut writer,
+        (|e| tampered(&e), |e| io(partial)(e)),
+        (Stage::Decrypting, header.size, progress),
+    )?;
     writer.flush().map_err(io(partial))?;
     if with_trailer {
         line.clear();

@@ -164,23 +164,23 @@ async fn start_on(config: &Config, addr: SocketAddr) -> escape_server::RunningSe
     }
 }
 
+/// The member both end-to-end tests enroll as "bo".
+fn analyst_fi() -> Attributes {
+    Attributes {
+        organisation: "NCSC-FI".into(),
+        country: "FI".into(),
+        sector: "government".into(),
+        role: "analyst".into(),
+        clearance: 1,
+        vetting: "vetted".into(),
+        clients: Vec::new(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_of_work_in_the_terminal_client() {
     let (data, _keys, done, config) = common::new_deployment();
-    let (_, bo_bundle) = common::add_member(
-        &config,
-        data.path(),
-        "bo",
-        Attributes {
-            organisation: "NCSC-FI".into(),
-            country: "FI".into(),
-            sector: "government".into(),
-            role: "analyst".into(),
-            clearance: 1,
-            vetting: "vetted".into(),
-            clients: Vec::new(),
-        },
-    );
+    let (_, bo_bundle) = common::add_member(&config, data.path(), "bo", analyst_fi());
     let server = escape_server::start(config.clone()).await.expect("start");
     let addr = server.local_addr();
     let admin = Client::new(profile(&done.admin_profile, addr))
@@ -413,20 +413,7 @@ async fn the_link_reconnects_only_when_the_session_ends() {
     use escape_client::tui::link::{self, LinkCommand};
 
     let (data, _keys, done, config) = common::new_deployment();
-    let (bo_id, bo_bundle) = common::add_member(
-        &config,
-        data.path(),
-        "bo",
-        Attributes {
-            organisation: "NCSC-FI".into(),
-            country: "FI".into(),
-            sector: "government".into(),
-            role: "analyst".into(),
-            clearance: 1,
-            vetting: "vetted".into(),
-            clients: Vec::new(),
-        },
-    );
+    let (bo_id, bo_bundle) = common::add_member(&config, data.path(), "bo", analyst_fi());
     let server = escape_server::start(config.clone()).await.expect("start");
     let addr = server.local_addr();
     let admin = Client::new(profile(&done.admin_profile, addr))

@@ -342,10 +342,7 @@ impl Gate {
             .get(&keys::room_member(room, principal.id()))?
             .is_none()
         {
-            return Err(ApiError::new(
-                ErrorCode::NotAMember,
-                format!("you are not a member of {room}; join it first"),
-            ));
+            return Err(not_a_member(room));
         }
         Ok(())
     }
@@ -399,10 +396,7 @@ impl Gate {
             Principal::resolve_id(registry, member)?.with_certificate_expiry(certificate_expiry);
         let record = self.room(room)?;
         let Some(joined_at) = self.joined_at(room, principal.id())? else {
-            return Err(ApiError::new(
-                ErrorCode::NotAMember,
-                format!("you are not a member of {room}; join it first"),
-            ));
+            return Err(not_a_member(room));
         };
         Ok(Deliveries {
             shares_history: record.shares_history(),
@@ -528,6 +522,13 @@ impl Gate {
     pub fn policy(&self) -> &crate::policy::PolicyEngine {
         &self.policy
     }
+}
+
+fn not_a_member(room: &RoomName) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotAMember,
+        format!("you are not a member of {room}; join it first"),
+    )
 }
 
 /// What one subscriber's deliveries from one room are decided on (see [`Gate::deliveries`]).

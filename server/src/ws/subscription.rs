@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::Outbox;
 use crate::error::ApiError;
-use crate::gate::{Authorized, action};
+use crate::gate::{Authorized, Deliveries, action};
 use crate::state::AppState;
 
 /// How many events one store read fetches.
@@ -59,7 +59,6 @@ impl Cursor {
 
     pub async fn run(mut self, request_id: Option<String>) {
         let room = self.auth.resource().clone();
-        let member = self.auth.principal().id().clone();
         let head = *self.head.borrow_and_update();
         let mut next = self.since.map_or(head, |s| s.min(head)).saturating_add(1);
         let subscribed = ServerMessage::new(
@@ -94,31 +93,10 @@ impl Cursor {
                         return;
                     }
                     next = event.seq + 1;
-                    // The recipient's record, the room and the membership, read again before
-                    // any event that follows a write which may have changed them (checking
-                    // costs one atomic load); the policy and the event's rules are asked for
-                    // every event.
-                    if !deliveries
-                        .as_ref()
-                        .is_some_and(|d| self.state.gate.still_current(d))
-                    {
-                        match self.state.gate.deliveries(
-                            &self.state.registry,
-                            &member,
-                            self.expiry,
-                            &room,
-                        ) {
-                            Ok(fresh) => deliveries = Some(fresh),
-                            Err(denied) => {
-                                self.end(&room, denied).await;
-                                return;
-                            }
-                        }
-                    }
-                    let Some(current) = deliveries.as_ref() else {
-                        return;
-                    };
-                    match self.state.gate.admit(current, &event) {
+                    let decision = self
+                        .current(&mut deliveries)
+                        .and_then(|current| self.state.gate.admit(current, &event));
+                    match decision {
                         Ok(true) => {}
                         // TLP: this recipient may read the room but not this indicator.
                         Ok(false) => continue,
@@ -140,6 +118,24 @@ impl Cursor {
                 changed = self.head.changed() => if changed.is_err() { return },
             }
         }
+    }
+
+    /// What this recipient's deliveries are decided on: the member's record, the room and the
+    /// membership, read again when a write that decides access happened since they were read
+    /// (checking costs one atomic load). The policy and the event's rules are still asked for
+    /// every event, by [`Gate::admit`](crate::gate::Gate::admit).
+    fn current<'a>(&self, kept: &'a mut Option<Deliveries>) -> Result<&'a Deliveries, ApiError> {
+        let gate = &self.state.gate;
+        let deliveries = match kept.take() {
+            Some(deliveries) if gate.still_current(&deliveries) => deliveries,
+            _ => gate.deliveries(
+                &self.state.registry,
+                self.auth.principal().id(),
+                self.expiry,
+                self.auth.resource(),
+            )?,
+        };
+        Ok(kept.insert(deliveries))
     }
 
     /// The member left, was suspended or the room is gone: the stream ends, saying why.
