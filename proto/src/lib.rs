@@ -7,6 +7,7 @@
 //! - [`room`]: room names, summaries and the HTTP bodies that create, join and page rooms.
 //! - [`message`]: a stored room message as the server delivers it.
 //! - [`frame`]: the real-time frames on `/v1/ws`, with their versioned envelope and decoder.
+//! - [`taxii`]: the query parameters of TAXII 2.1 listings.
 //! - [`vetting`]: invitations, applications, vouches, decisions, lifecycle, directory.
 //! - [`error`]: the machine-readable error codes shared by HTTP answers and error frames.
 //!
@@ -25,6 +26,7 @@ pub mod message;
 pub mod profile;
 pub mod room;
 pub mod stix;
+pub mod taxii;
 pub mod tlp;
 pub mod vetting;
 

@@ -11,6 +11,7 @@ use escape_proto::alert::{Severity, audience_condition};
 use escape_proto::file::safe_file_name;
 use escape_proto::indicator::{IndicatorDraft, ObservableType, infer_type, normalise, refang};
 use escape_proto::stix::{drafts_from_objects, objects_of, parse_pattern};
+use escape_proto::taxii::{Filters, MAX_LIMIT};
 use escape_proto::tlp::Tlp;
 use escape_proto::vetting::{AttributeUpdate, InviteCode, SubmitApplication, base32_decode};
 use escape_proto::{ClientRequest, MemberId, RoomName};
@@ -44,6 +45,80 @@ const PATTERNS: &[&str] = &[
     "[url:value = 'http://x.example/a\\'b']",
     "[ipv4-addr:value ISSUBSET '10.0.0.0/8']",
 ];
+
+const QUERIES: &[&str] = &[
+    "added_after=2026-01-02T03%3A04%3A05.123Z&limit=2&next=41",
+    "match%5Btype%5D=indicator,malware&match[version]=first,last&match[spec_version]=2.1",
+    "match[id]=indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f&limit=1000",
+];
+
+/// `text` with every byte outside the unreserved set written as `%XX`, as a TAXII client
+/// builds a query.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Valid filters, as a TAXII client could ask for them: list items without commas or the
+/// surrounding spaces the decoder trims.
+fn filters() -> impl Strategy<Value = Filters> {
+    let item = "[^,]{0,12}".prop_map(|s| s.trim().to_owned());
+    let list = move || prop::collection::vec(item.clone(), 0..4);
+    (
+        proptest::option::of((0i64..4_000_000_000, 0u32..1_000_000_000)),
+        1usize..=MAX_LIMIT,
+        proptest::option::of(any::<u64>()),
+        (list(), list(), list(), list()),
+    )
+        .prop_map(
+            |(after, limit, next, (ids, types, versions, spec_versions))| Filters {
+                added_after: after.map(|(secs, nanos)| {
+                    time::OffsetDateTime::from_unix_timestamp(secs)
+                        .expect("in range")
+                        .replace_nanosecond(nanos)
+                        .expect("in range")
+                }),
+                limit,
+                next,
+                ids,
+                types,
+                versions,
+                spec_versions,
+            },
+        )
+}
+
+/// The query string a client sends for `f`, parameters in a generated order.
+fn query_of(f: &Filters) -> Vec<String> {
+    let mut pairs = vec![format!("limit={}", f.limit)];
+    if let Some(after) = f.added_after {
+        let text = after
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("formats");
+        pairs.push(format!("added_after={}", percent_encode(&text)));
+    }
+    if let Some(next) = f.next {
+        pairs.push(format!("next={next}"));
+    }
+    for (name, list) in [
+        ("match[id]", &f.ids),
+        ("match[type]", &f.types),
+        ("match[version]", &f.versions),
+        ("match[spec_version]", &f.spec_versions),
+    ] {
+        if !list.is_empty() {
+            let values: Vec<String> = list.iter().map(|v| percent_encode(v)).collect();
+            pairs.push(format!("{}={}", percent_encode(name), values.join(",")));
+        }
+    }
+    pairs
+}
 
 /// A valid sample with up to eight bytes replaced, inserted or removed (kept as UTF-8 where
 /// the decoder takes text).
@@ -234,5 +309,27 @@ proptest! {
         mutated(&[r#"{"invite":"esc1-abc-123","csr_pem":"-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n","claims":{"name":"Ana","email":"a@x.example","organisation":"CERT-EE","country":"EE"},"age_recipient":"age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"}"#]),
     ]) {
         let _ = serde_json::from_str::<SubmitApplication>(&text);
+    }
+
+    #[test]
+    fn taxii_queries_decode_or_say_why(query in prop_oneof![any::<String>(), mutated(QUERIES)]) {
+        match Filters::parse(Some(&query)) {
+            Ok(f) => prop_assert!((1..=MAX_LIMIT).contains(&f.limit), "{:?}", f),
+            Err(e) => prop_assert!(!e.to_string().is_empty(), "a refusal says why"),
+        }
+    }
+
+    #[test]
+    fn taxii_queries_a_client_builds_decode_to_what_it_asked(
+        f in filters(),
+        order in any::<prop::sample::Index>(),
+        noise in proptest::option::of("[a-z_]{1,8}=[a-z0-9%]{0,8}"),
+    ) {
+        let mut pairs = query_of(&f);
+        let rotate = order.index(pairs.len());
+        pairs.rotate_left(rotate);
+        // Parameters the server does not know change nothing.
+        pairs.extend(noise.filter(|n| !n.starts_with("limit=") && !n.starts_with("next=")));
+        prop_assert_eq!(Filters::parse(Some(&pairs.join("&"))), Ok(f));
     }
 }

@@ -185,6 +185,12 @@ pub struct Limits {
     /// one host cannot exhaust the server with half-open or idle connections. Organisations
     /// behind one NAT share it: keep it well above their members' sessions.
     pub connections_per_address: u32,
+    /// New connections one IP address may open per second, with bursts of up to
+    /// `handshake_burst_per_address`; past that a connection is closed before any TLS work, so
+    /// that one host cannot spend the server's CPU on handshakes. The burst covers an
+    /// organisation's members reconnecting together after a restart.
+    pub handshakes_per_second_per_address: u32,
+    pub handshake_burst_per_address: u32,
     /// How long a send waits for its message to become durable before reporting failure.
     pub durable_timeout_ms: u64,
     /// Largest page of history.
@@ -224,6 +230,8 @@ impl Default for Limits {
             slow_consumer_ms: 10_000,
             handshake_timeout_ms: 10_000,
             connections_per_address: 512,
+            handshakes_per_second_per_address: 20,
+            handshake_burst_per_address: 256,
             durable_timeout_ms: 10_000,
             history_page_max: 500,
             shutdown_grace_ms: 10_000,
@@ -275,6 +283,11 @@ impl Limits {
         }
         if self.connections_per_address == 0 {
             return bad("limits.connections_per_address must be above 0");
+        }
+        if self.handshakes_per_second_per_address == 0 || self.handshake_burst_per_address == 0 {
+            return bad(
+                "limits.handshakes_per_second_per_address and limits.handshake_burst_per_address must be above 0",
+            );
         }
         if self.history_page_max == 0 {
             return bad("limits.history_page_max must be above 0");

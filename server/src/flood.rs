@@ -1,8 +1,10 @@
 //! Flood control: per-member token buckets for sends, joins and alerts, so that one member (or
-//! one stolen certificate) cannot drown a room or the server. A refusal says when to retry.
+//! one stolen certificate) cannot drown a room or the server, and the token buckets the
+//! listener keeps per address for new connections. A refusal says when to retry.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::hash::Hash;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use escape_proto::{ErrorCode, MemberId};
@@ -26,17 +28,61 @@ struct Bucket {
     at: Instant,
 }
 
+/// One token bucket per key (a member and what it does, an address): each fills at `rate`
+/// tokens a second up to `burst`, and starts full. Memory stays bounded: past 100,000 keys,
+/// buckets untouched for ten minutes (full again by then) are forgotten.
+#[derive(Debug)]
+pub struct Buckets<K> {
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K> Default for Buckets<K> {
+    fn default() -> Self {
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Hash + Eq> Buckets<K> {
+    /// Takes `cost` tokens from `key`'s bucket, or says how long until it holds them.
+    pub fn take(&self, key: K, rate: f64, burst: f64, cost: f64) -> Result<(), Duration> {
+        let now = Instant::now();
+        // A panic while holding the lock leaves every bucket valid: keep counting.
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if buckets.len() > 100_000 {
+            buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(600));
+        }
+        let bucket = buckets.entry(key).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
+            return Ok(());
+        }
+        Err(if rate > 0.0 {
+            Duration::from_secs_f64((cost - bucket.tokens) / rate)
+        } else {
+            Duration::from_secs(3600)
+        })
+    }
+}
+
 /// Token buckets per member and kind: `rate` tokens a second up to `burst`.
 #[derive(Debug)]
 pub struct Flood {
-    buckets: Mutex<HashMap<(MemberId, Kind), Bucket>>,
+    buckets: Buckets<(MemberId, Kind)>,
     limits: Limits,
 }
 
 impl Flood {
     pub fn new(limits: Limits) -> Self {
         Self {
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Buckets::default(),
             limits,
         }
     }
@@ -70,30 +116,8 @@ impl Flood {
     pub fn check_n(&self, member: &MemberId, kind: Kind, cost: u32) -> Result<(), ApiError> {
         let (rate, burst) = self.shape(kind);
         let cost = f64::from(cost.max(1)).min(burst);
-        let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .map_err(|_| ApiError::internal(&"rate limiter lock poisoned"))?;
-        // Bounded memory: forget full buckets now and then.
-        if buckets.len() > 100_000 {
-            buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(600));
-        }
-        let bucket = buckets.entry((member.clone(), kind)).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= cost {
-            bucket.tokens -= cost;
+        let Err(wait) = self.buckets.take((member.clone(), kind), rate, burst, cost) else {
             return Ok(());
-        }
-        let wait = if rate > 0.0 {
-            Duration::from_secs_f64((cost - bucket.tokens) / rate)
-        } else {
-            Duration::from_secs(3600)
         };
         Err(rate_limited(
             match kind {

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::Limits;
+use crate::flood::Buckets;
 use crate::identity::{CertificateExpiry, PeerIdentity};
 use crate::sessions::Sessions;
 
@@ -35,6 +36,11 @@ pub async fn accept_loop(
     sessions: Option<Arc<Sessions>>,
 ) {
     let per_address = PerAddress::new(limits.connections_per_address);
+    let handshakes = Buckets::default();
+    let (rate, burst) = (
+        f64::from(limits.handshakes_per_second_per_address),
+        f64::from(limits.handshake_burst_per_address),
+    );
     loop {
         let (tcp, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -48,6 +54,12 @@ pub async fn accept_loop(
                 }
             },
         };
+        if let Err(wait) = handshakes.take(peer.ip(), rate, burst, 1.0) {
+            // Also before any TLS work: the handshake is what costs the server.
+            tracing::info!(%peer, retry_in_ms = wait.as_millis(), "connection refused: too many new connections from this address");
+            drop(tcp);
+            continue;
+        }
         let Some(slot) = per_address.take(peer.ip()) else {
             // Closed before any TLS work: a flood from one host costs an accept and a close.
             tracing::info!(%peer, limit = limits.connections_per_address, "connection refused: too many open from this address");
@@ -116,6 +128,9 @@ async fn serve_connection(
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(identity.clone());
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             if let Some(expiry) = expiry {
                 request.extensions_mut().insert(expiry);
             }

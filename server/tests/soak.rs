@@ -2,6 +2,11 @@
 //! follow ten rooms while messages flow for a fixed time. Nothing is lost (every follower gets
 //! every message of its room, in order), and the server's memory (the real binary's resident
 //! set, read from /proc) stays flat while the load runs.
+//!
+//! The test command runs 4 s of load. The same test is the long soak:
+//! `ESCAPE_SOAK_SECONDS=600 cargo test --release -p escape-server --test soak -- --nocapture`
+//! (`ESCAPE_SOAK_CLIENTS` changes the number of followers); followers ping as a real client does,
+//! so that the idle timeout does not close them during a long run.
 
 mod common;
 
@@ -11,15 +16,22 @@ use std::time::{Duration, Instant};
 
 use escape_client::{Channel, Client, Profile, new_client_msg_id};
 use escape_proto::room::CreateRoom;
-use escape_proto::{Body, ProfileBundle, RoomName, ServerFrame};
+use escape_proto::{Body, ClientFrame, ProfileBundle, RoomName, ServerFrame};
 
-const CLIENTS: usize = 1000;
 const ROOMS: usize = 10;
-/// How long messages flow.
-const LOAD: Duration = Duration::from_secs(4);
 /// Messages per second into each room.
 const RATE: u64 = 5;
 const STEP: Duration = Duration::from_secs(60);
+/// How often a follower pings (a quiet client's keep-alive).
+const PING: Duration = Duration::from_secs(30);
+
+/// A number from the environment, or the default of the test command.
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -34,11 +46,18 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_lose_nothing_and_memory_stays_flat() {
     escape_server::tls::install_provider();
+    // How long messages flow, and how many clients follow.
+    let load = Duration::from_secs(setting("ESCAPE_SOAK_SECONDS", 4));
+    let clients = usize::try_from(setting("ESCAPE_SOAK_CLIENTS", 1000)).expect("a count");
     let cwd = tempfile::tempdir().expect("tempdir");
+    let room_for = clients * 2 + 100;
     common::configure(
         cwd.path(),
-        "[limits]\nconnections_per_member = 2000\nconnections_per_address = 4096\n\
-         sends_per_second = 100000\nsend_burst = 100000\n",
+        &format!(
+            "[limits]\nconnections_per_member = {room_for}\nconnections_per_address = {room_for}\n\
+             handshake_burst_per_address = {room_for}\n\
+             sends_per_second = 100000\nsend_burst = 100000\n"
+        ),
     );
     let (server, addr) = common::start(cwd.path());
     let pid = server.0.id();
@@ -64,9 +83,9 @@ async fn a_thousand_clients_lose_nothing_and_memory_stays_flat() {
     // Connect and subscribe, fifty at a time; each follower counts what it receives and
     // checks the order.
     let started = Instant::now();
-    let received: Vec<Arc<AtomicU64>> = (0..CLIENTS).map(|_| Arc::default()).collect();
+    let received: Vec<Arc<AtomicU64>> = (0..clients).map(|_| Arc::default()).collect();
     let mut followers = Vec::new();
-    for batch in (0..CLIENTS).collect::<Vec<_>>().chunks(50) {
+    for batch in (0..clients).collect::<Vec<_>>().chunks(50) {
         let mut connecting = Vec::new();
         for &i in batch {
             let (client, room) = (client.clone(), rooms[i % ROOMS].clone());
@@ -81,7 +100,16 @@ async fn a_thousand_clients_lose_nothing_and_memory_stays_flat() {
             let count = received[i].clone();
             followers.push(tokio::spawn(async move {
                 let mut last = 0;
-                while let Ok(Some(message)) = channel.next().await {
+                let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING, PING);
+                loop {
+                    let message = tokio::select! {
+                        message = channel.next() => message,
+                        _ = ping.tick() => match channel.request(ClientFrame::Ping).await {
+                            Ok(_) => continue,
+                            Err(_) => break,
+                        },
+                    };
+                    let Ok(Some(message)) = message else { break };
                     if let ServerFrame::Event(event) = message.frame {
                         assert_eq!(event.seq, last + 1, "in order, without gaps");
                         last = event.seq;
@@ -102,7 +130,7 @@ async fn a_thousand_clients_lose_nothing_and_memory_stays_flat() {
             let mut channel = Channel::connect(&client).await.expect("sender");
             let mut sent = 0u64;
             let mut tick = tokio::time::interval(Duration::from_millis(1000 / RATE));
-            let until = Instant::now() + LOAD;
+            let until = Instant::now() + load;
             while Instant::now() < until {
                 tick.tick().await;
                 channel
@@ -120,7 +148,7 @@ async fn a_thousand_clients_lose_nothing_and_memory_stays_flat() {
     }
     let mut samples = Vec::new();
     let load_started = Instant::now();
-    while load_started.elapsed() < LOAD {
+    while load_started.elapsed() < load {
         tokio::time::sleep(Duration::from_millis(250)).await;
         samples.push(rss_kib(pid));
     }
@@ -132,7 +160,7 @@ async fn a_thousand_clients_lose_nothing_and_memory_stays_flat() {
     // Every follower gets every message of its room.
     let deadline = Instant::now() + STEP;
     loop {
-        let missing: u64 = (0..CLIENTS)
+        let missing: u64 = (0..clients)
             .map(|i| sent[i % ROOMS].saturating_sub(received[i].load(Ordering::Relaxed)))
             .sum();
         if missing == 0 {
@@ -145,7 +173,7 @@ async fn a_thousand_clients_lose_nothing_and_memory_stays_flat() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let delivered: u64 = received.iter().map(|r| r.load(Ordering::Relaxed)).sum();
-    let expected: u64 = (0..CLIENTS).map(|i| sent[i % ROOMS]).sum();
+    let expected: u64 = (0..clients).map(|i| sent[i % ROOMS]).sum();
     assert_eq!(delivered, expected, "nothing lost, nothing twice");
 
     // Flat: the resident set at the end of the load is within a margin of its start.
@@ -153,10 +181,10 @@ async fn a_thousand_clients_lose_nothing_and_memory_stays_flat() {
     let peak = samples.iter().copied().max().unwrap_or(idle);
     let last = samples.last().copied().unwrap_or(idle);
     eprintln!(
-        "{CLIENTS} clients connected and subscribed in {connected_in:?}; server RSS {before} KiB before, \
-         {idle} KiB with them idle ({} KiB per connection); during {LOAD:?} of load: first {first}, \
+        "{clients} clients connected and subscribed in {connected_in:?}; server RSS {before} KiB before, \
+         {idle} KiB with them idle ({} KiB per connection); during {load:?} of load: first {first}, \
          peak {peak}, last {last} KiB; {} messages sent, {delivered} deliveries, 0 lost",
-        idle.saturating_sub(before) / CLIENTS as u64,
+        idle.saturating_sub(before) / clients as u64,
         sent.iter().sum::<u64>()
     );
     assert!(

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use escape_client::Channel;
-use escape_e2e::TestDeployment;
+use escape_e2e::{Probe, TestDeployment, probe, probe_over, server_log, tls_config};
 use escape_proto::indicator::ShareIndicators;
 use escape_proto::room::{CreateRoom, HistoryQuery};
 use escape_proto::{Body, RoomName, ServerFrame};
@@ -64,6 +64,63 @@ async fn half_open_connections_time_out_and_one_address_cannot_take_them_all() {
         .await
         .expect("served after the flood");
     assert_eq!(me.name, "admin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_open_connections_faster_than_its_rate() {
+    let mut d = TestDeployment::new();
+    d.limits.handshakes_per_second_per_address = 1;
+    d.limits.handshake_burst_per_address = 10;
+    d.start().await;
+    let log = server_log::capture();
+    let admin = d.profile("admin");
+    let tls = || {
+        tls_config(
+            &admin.ca_pem,
+            Some((&admin.cert_pem, &admin.key_pem)),
+            &[&rustls::version::TLS13],
+        )
+    };
+
+    // The burst: ten new connections within the second are served.
+    for n in 0..10 {
+        match probe(d.addr(), tls()).await {
+            Probe::Answered(status) => assert!(status.contains("200"), "{n}: {status}"),
+            Probe::Refused(why) => panic!("connection {n} of the burst refused: {why}"),
+        }
+    }
+    // The eleventh is closed at once, before any TLS work, and the log says why.
+    let mut eleventh = TcpStream::connect(d.addr()).await.expect("connect");
+    let peer = eleventh.local_addr().expect("local address");
+    let closed = closed_within(&mut eleventh, Duration::from_millis(400))
+        .await
+        .expect("the connection over the rate is closed at once");
+    eprintln!("over the per-address rate: closed after {closed:?}");
+    let lines = log.lines_of(peer).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("too many new connections from this address")),
+        "{lines:?}"
+    );
+
+    // Another address has its own bucket.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.2:0".parse().expect("address"))
+        .expect("bind to another loopback address");
+    let other = socket.connect(d.addr()).await.expect("connect");
+    match probe_over(other, tls()).await {
+        Probe::Answered(status) => assert!(status.contains("200"), "{status}"),
+        Probe::Refused(why) => panic!("another address was refused: {why}"),
+    }
+
+    // The bucket refills at the rate: a second later the first address is served again.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    match probe(d.addr(), tls()).await {
+        Probe::Answered(status) => assert!(status.contains("200"), "{status}"),
+        Probe::Refused(why) => panic!("refused after the bucket refilled: {why}"),
+    }
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! active member.
 
 use escape_certs::{Ca, Validity};
-use escape_e2e::{Probe, TestDeployment, member_cert, probe, tls_config};
+use escape_e2e::{
+    Probe, TestDeployment, assert_refused, member_cert, probe, probe_from, server_log, tls_config,
+};
 use escape_proto::{ErrorCode, MemberId, MemberStatus};
 use time::{Duration, OffsetDateTime};
 
@@ -13,29 +15,26 @@ fn tls13() -> &'static [&'static rustls::SupportedProtocolVersion] {
     TLS13
 }
 
-fn assert_refused(probe: Probe, what: &str) {
-    match probe {
-        Probe::Refused(reason) => eprintln!("{what}: refused ({reason})"),
-        Probe::Answered(status) => {
-            panic!("{what}: expected a TLS refusal, got an HTTP answer {status:?}")
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_client_without_a_certificate_is_refused() {
     let mut d = TestDeployment::new();
     d.start().await;
     let ca_pem = d.ca().cert_pem().to_owned();
     assert_refused(
-        probe(d.addr(), tls_config(&ca_pem, None, tls13())).await,
+        d.addr(),
+        tls_config(&ca_pem, None, tls13()),
         "no certificate, TLS 1.3",
-    );
+        "peer sent no certificates",
+    )
+    .await;
     // A TLS 1.2 client learns it inside the handshake.
     assert_refused(
-        probe(d.addr(), tls_config(&ca_pem, None, TLS12)).await,
+        d.addr(),
+        tls_config(&ca_pem, None, TLS12),
         "no certificate, TLS 1.2",
-    );
+        "peer sent no certificates",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -50,9 +49,12 @@ async fn certificates_the_deployment_did_not_issue_or_that_are_not_valid_now_are
     let other_ca = Ca::generate("Elsewhere", Validity::days_from_now(30)).expect("ca");
     let (cert, key) = member_cert(&other_ca, &alice, Validity::days_from_now(30));
     assert_refused(
-        probe(d.addr(), tls_config(&ca_pem, Some((&cert, &key)), tls13())).await,
+        d.addr(),
+        tls_config(&ca_pem, Some((&cert, &key)), tls13()),
         "another CA",
-    );
+        "UnknownIssuer",
+    )
+    .await;
 
     let expired = Validity {
         not_before: now - Duration::days(10),
@@ -60,9 +62,12 @@ async fn certificates_the_deployment_did_not_issue_or_that_are_not_valid_now_are
     };
     let (cert, key) = member_cert(&ca, &alice, expired);
     assert_refused(
-        probe(d.addr(), tls_config(&ca_pem, Some((&cert, &key)), tls13())).await,
+        d.addr(),
+        tls_config(&ca_pem, Some((&cert, &key)), tls13()),
         "expired",
-    );
+        "certificate expired",
+    )
+    .await;
 
     let not_yet = Validity {
         not_before: now + Duration::days(1),
@@ -70,9 +75,12 @@ async fn certificates_the_deployment_did_not_issue_or_that_are_not_valid_now_are
     };
     let (cert, key) = member_cert(&ca, &alice, not_yet);
     assert_refused(
-        probe(d.addr(), tls_config(&ca_pem, Some((&cert, &key)), tls13())).await,
+        d.addr(),
+        tls_config(&ca_pem, Some((&cert, &key)), tls13()),
         "not yet valid",
-    );
+        "certificate not valid yet",
+    )
+    .await;
 
     // Self-signed, naming the member: anyone can make one; nobody gets in with it.
     let key = rcgen::KeyPair::generate().expect("key");
@@ -83,29 +91,27 @@ async fn certificates_the_deployment_did_not_issue_or_that_are_not_valid_now_are
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let self_signed = params.self_signed(&key).expect("self-signed");
     assert_refused(
-        probe(
-            d.addr(),
-            tls_config(
-                &ca_pem,
-                Some((&self_signed.pem(), &key.serialize_pem())),
-                tls13(),
-            ),
-        )
-        .await,
+        d.addr(),
+        tls_config(
+            &ca_pem,
+            Some((&self_signed.pem(), &key.serialize_pem())),
+            tls13(),
+        ),
         "self-signed",
-    );
+        "UnknownIssuer",
+    )
+    .await;
 
     // The server's own certificate is for serverAuth only.
     let server_cert = std::fs::read_to_string(d.data_dir().join("pki/server.pem")).expect("read");
     let server_key = std::fs::read_to_string(d.data_dir().join("pki/server.key")).expect("read");
     assert_refused(
-        probe(
-            d.addr(),
-            tls_config(&ca_pem, Some((&server_cert, &server_key)), tls13()),
-        )
-        .await,
+        d.addr(),
+        tls_config(&ca_pem, Some((&server_cert, &server_key)), tls13()),
         "server certificate as client",
-    );
+        "does not allow extended key usage for client authentication",
+    )
+    .await;
 
     // A certificate of the right CA whose usage is only serverAuth.
     let wrong_usage = ca
@@ -114,17 +120,16 @@ async fn certificates_the_deployment_did_not_issue_or_that_are_not_valid_now_are
         })
         .expect("issue");
     assert_refused(
-        probe(
-            d.addr(),
-            tls_config(
-                &ca_pem,
-                Some((&wrong_usage.cert_pem, &wrong_usage.key_pem)),
-                tls13(),
-            ),
-        )
-        .await,
+        d.addr(),
+        tls_config(
+            &ca_pem,
+            Some((&wrong_usage.cert_pem, &wrong_usage.key_pem)),
+            tls13(),
+        ),
         "wrong extended key usage",
-    );
+        "does not allow extended key usage for client authentication",
+    )
+    .await;
 
     // The valid certificate of the same member is accepted, over TLS 1.3 and 1.2.
     let (cert, key) = member_cert(&ca, &alice, Validity::days_from_now(1));
@@ -145,6 +150,24 @@ async fn a_valid_certificate_of_an_unknown_or_inactive_member_gets_403_and_no_we
 
     let stranger = MemberId::parse("never-registered").expect("id");
     let (cert, key) = member_cert(&ca, &stranger, Validity::days_from_now(1));
+    // The refusal is logged under the connection's address with its reason.
+    let log = server_log::capture();
+    let (peer, answer) = probe_from(
+        d.addr(),
+        tls_config(ca.cert_pem(), Some((&cert, &key)), tls13()),
+    )
+    .await;
+    assert!(
+        matches!(&answer, Probe::Answered(status) if status.contains("403")),
+        "{answer:?}"
+    );
+    let lines = log.lines_of(peer).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("request refused") && l.contains("unknown_member")),
+        "the log must say why {peer} was refused: {lines:?}"
+    );
     let unknown = d.profile_with_cert("admin", cert, key);
     let client = escape_client::Client::new(unknown).await.expect("client");
     let err = client.me().await.expect_err("refused");

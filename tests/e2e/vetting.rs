@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use escape_client::enroll::{self, Outcome};
 use escape_client::{Channel, Client, ClientError, Profile, ProfileStore};
-use escape_e2e::{Probe, TestDeployment, events, next_frame, probe, tls_config, within};
+use escape_e2e::{
+    Probe, TestDeployment, assert_refused, events, next_frame, probe, tls_config, within,
+};
 use escape_proto::vetting::{
     ApplicationStatus, AttributeUpdate, Claims, DirectoryQuery, StatusChange,
 };
@@ -484,7 +486,6 @@ async fn revocation_cuts_a_live_session_within_a_second_and_later_handshakes_fai
         "cut off after {elapsed:?}"
     );
 
-    let refused = |p: Probe| matches!(p, Probe::Refused(_));
     let tls = |profile: &Profile| {
         tls_config(
             &profile.ca_pem,
@@ -492,18 +493,18 @@ async fn revocation_cuts_a_live_session_within_a_second_and_later_handshakes_fai
             &[&rustls::version::TLS13],
         )
     };
-    assert!(
-        refused(probe(d.addr(), tls(&profile)).await),
-        "revoked certificate refused at the handshake"
-    );
+    assert_refused(d.addr(), tls(&profile), "revoked certificate", "Revoked").await;
     let crl = std::fs::read_to_string(d.data_dir().join("pki/crl.pem")).expect("crl written");
     assert!(crl.contains("BEGIN X509 CRL"));
 
     d.restart().await;
-    assert!(
-        refused(probe(d.addr(), tls(&profile)).await),
-        "still refused after a restart"
-    );
+    assert_refused(
+        d.addr(),
+        tls(&profile),
+        "revoked certificate after a restart",
+        "Revoked",
+    )
+    .await;
     // Revocation is permanent.
     let err = d
         .client("admin")

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod identity_providers;
+pub mod server_log;
 pub mod taxii_tools;
 
 use std::collections::HashMap;
@@ -315,10 +316,21 @@ pub enum Probe {
 /// TLS 1.3 a server's refusal of the client certificate arrives after the client's handshake
 /// completed, on the first read: the probe reads, so both cases are caught.
 pub async fn probe(addr: SocketAddr, config: rustls::ClientConfig) -> Probe {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    probe_from(addr, config).await.1
+}
+
+/// [`probe`], also returning the probe's own address (the `peer` the server logs it under).
+pub async fn probe_from(addr: SocketAddr, config: rustls::ClientConfig) -> (SocketAddr, Probe) {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .expect("tcp connect");
+    let local = tcp.local_addr().expect("local address");
+    (local, probe_over(tcp, config).await)
+}
+
+/// [`probe`] over a connection the test opened itself (from another local address, say).
+pub async fn probe_over(tcp: tokio::net::TcpStream, config: rustls::ClientConfig) -> Probe {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
     let mut tls = match within("TLS handshake", connector.connect(name, tcp)).await {
         Ok(tls) => tls,
@@ -337,6 +349,32 @@ pub async fn probe(addr: SocketAddr, config: rustls::ClientConfig) -> Probe {
         Ok(_) => Probe::Refused("connection closed without an answer".into()),
         Err(e) => Probe::Refused(e.to_string()),
     }
+}
+
+/// Connects with `config`: the handshake must be refused, and the server must log the refusal
+/// under this connection's address with a reason containing `logged`, as an operator reads it.
+pub async fn assert_refused(
+    addr: SocketAddr,
+    config: rustls::ClientConfig,
+    what: &str,
+    logged: &str,
+) {
+    let log = server_log::capture();
+    let (peer, probe) = probe_from(addr, config).await;
+    match probe {
+        Probe::Refused(reason) => eprintln!("{what}: refused ({reason})"),
+        Probe::Answered(status) => {
+            panic!("{what}: expected a TLS refusal, got an HTTP answer {status:?}")
+        }
+    }
+    let lines = log.lines_of(peer).await;
+    eprintln!("{what}: logged {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("TLS handshake refused") && l.contains(logged)),
+        "{what}: the server's log for {peer} must give the reason ({logged:?}); it has {lines:?}"
+    );
 }
 
 /// A client TLS configuration trusting `ca_pem`, presenting `cert` if given.

@@ -28,6 +28,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// here every client is the same member on the same address, and the point is to find capacity.
 const CONFIG: &str = "[vetting]\nenroll_listen = \"127.0.0.1:0\"\n\n[limits]\n\
 connections_per_member = 1000000\nconnections_per_address = 1000000\n\
+handshakes_per_second_per_address = 1000000\nhandshake_burst_per_address = 1000000\n\
 sends_per_second = 1000000\nsend_burst = 1000000\nframes_per_second = 1000000\n";
 
 /// How clients reach the deployment: its admin identity (every benchmark client uses it).

@@ -1,7 +1,9 @@
 //! Extracting the [`Principal`] of a request: the connection's certificate identity, looked up
 //! in the registry now. Unknown or inactive members get 403 before any handler runs.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
 use crate::error::ApiError;
@@ -23,7 +25,13 @@ impl FromRequestParts<AppState> for Principal {
         let principal = Principal::resolve(&state.registry, &identity)
             .map(|p| p.with_certificate_expiry(expiry));
         if let Err(e) = &principal {
-            tracing::info!(?identity, code = %e.code, "request refused");
+            // Under the connection's address, as the listener logs its handshake refusals.
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.to_string())
+                .unwrap_or_default();
+            tracing::info!(%peer, ?identity, code = %e.code, reason = %e.message, "request refused");
         }
         principal
     }

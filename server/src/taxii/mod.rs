@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use escape_proto::indicator::{IndicatorRecord, ShareOutcome};
+use escape_proto::taxii::Filters;
 use escape_proto::{ErrorCode, MemberId, RoomName};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -33,8 +34,6 @@ pub const TAXII_MEDIA_TYPE: &str = "application/taxii+json;version=2.1";
 const API_ROOT: &str = "escape";
 /// Largest request body the API root accepts.
 const MAX_CONTENT_LENGTH: usize = 8 * 1024 * 1024;
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 
 /// Status resources of writes, kept while the server runs (writes complete at once); the
 /// newest ones only, so that writes cannot grow memory without bound.
@@ -364,94 +363,10 @@ fn entries(
     Ok(out)
 }
 
-/// The filters of a request: `added_after`, `limit`, `next`, `match[...]`.
-#[derive(Debug, Default)]
-struct Filters {
-    added_after: Option<OffsetDateTime>,
-    limit: usize,
-    next: Option<u64>,
-    ids: Vec<String>,
-    types: Vec<String>,
-    versions: Vec<String>,
-    spec_versions: Vec<String>,
-}
-
+/// The filters of a request, refused with 400 and the parameter's name when a value is wrong.
 fn filters(query: Option<&str>) -> Result<Filters, TaxiiError> {
-    let bad = |what: String| TaxiiError::new(StatusCode::BAD_REQUEST, "bad filter", what);
-    let mut f = Filters {
-        limit: DEFAULT_LIMIT,
-        ..Filters::default()
-    };
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(key);
-        let value = percent_decode(value);
-        let list = || {
-            value
-                .split(',')
-                .map(|v| v.trim().to_owned())
-                .collect::<Vec<_>>()
-        };
-        match key.as_str() {
-            "added_after" => {
-                f.added_after = Some(
-                    OffsetDateTime::parse(&value, &time::format_description::well_known::Rfc3339)
-                        .map_err(|_| bad(format!("added_after: {value:?} is not a timestamp")))?,
-                )
-            }
-            "limit" => {
-                f.limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| *l > 0)
-                    .ok_or_else(|| bad(format!("limit: {value:?} is not a positive number")))?
-                    .min(MAX_LIMIT)
-            }
-            "next" => {
-                f.next = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad(format!("next: {value:?} is not from this server")))?,
-                )
-            }
-            "match[id]" => f.ids = list(),
-            "match[type]" => f.types = list(),
-            "match[version]" => f.versions = list(),
-            "match[spec_version]" => f.spec_versions = list(),
-            // Parameters this server does not know are ignored, as TAXII asks.
-            _ => {}
-        }
-    }
-    Ok(f)
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Filters::parse(query)
+        .map_err(|e| TaxiiError::new(StatusCode::BAD_REQUEST, "bad filter", e.to_string()))
 }
 
 /// Applies the match filters; `default_version` is what `match[version]` means when absent.
