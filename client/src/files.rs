@@ -28,6 +28,9 @@ use crate::profile::Profile;
 /// How often one chunk is retried after a failure, resuming where the server stands.
 const ATTEMPTS: u32 = 5;
 const BUFFER: usize = 64 * 1024;
+/// What the copy loop reads at once and hands to the digest thread: the fewer hand-overs, the
+/// less the two threads wait on each other.
+const CHUNK: usize = 1024 * 1024;
 /// What encryption writes to disk at once: large writes cost fewer system calls per byte.
 const WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -227,9 +230,9 @@ fn copy_digested(
         let copied = (|| {
             let mut done = 0u64;
             loop {
-                let mut chunk = Vec::with_capacity(BUFFER);
+                let mut chunk = Vec::with_capacity(CHUNK);
                 (&mut *reader)
-                    .take(BUFFER as u64)
+                    .take(CHUNK as u64)
                     .read_to_end(&mut chunk)
                     .map_err(&read_error)?;
                 if chunk.is_empty() {
@@ -877,7 +880,7 @@ mod tests {
         let recipient = identity.to_public();
         let plain = dir.path().join("sample.bin");
         // More than one read chunk, not a multiple of it.
-        let bytes: Vec<u8> = (0..BUFFER * 3 + 17).map(|i| (i * 7 % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..CHUNK * 2 + 17).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&plain, &bytes).expect("write");
         let sealed_path = dir.path().join("sample.age");
         let header = encrypt_file(

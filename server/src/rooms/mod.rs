@@ -345,16 +345,7 @@ impl Rooms {
         // Read the newest sequence without holding the map: other rooms stay available. If two
         // callers race here, the first to insert wins and both use its log; the value they read
         // is the same, since appends need the log first.
-        let last = self
-            .store
-            .scan(
-                &Range::prefix(&keys::messages_prefix(room)),
-                Order::Descending,
-                1,
-            )?
-            .first()
-            .and_then(|(k, _)| keys::seq_of_message_key(k))
-            .unwrap_or(0);
+        let last = self.newest(room)?;
         // Retention may have deleted the newest messages too: the recorded last sequence keeps
         // numbers from ever being handed out twice.
         let recorded: u64 = match self.store.get(&keys::room_last(room))? {
@@ -369,6 +360,40 @@ impl Rooms {
         });
         let mut logs = self.logs.lock().map_err(|_| lock_poisoned())?;
         Ok(logs.entry(room.clone()).or_insert(log).clone())
+    }
+
+    /// The sequence of a room's newest stored message (0 for none), whose client message id is
+    /// recorded again if a crash or a failed write took the record: an append writes the
+    /// message first and the record after (in order, not atomically: see [`Batch::in_order`]),
+    /// so only the newest message of a room can be without it. Without the record a client
+    /// retrying that message would store it twice.
+    fn newest(&self, room: &RoomName) -> Result<u64, ApiError> {
+        let newest = self
+            .store
+            .scan(
+                &Range::prefix(&keys::messages_prefix(room)),
+                Order::Descending,
+                1,
+            )?
+            .into_iter()
+            .next();
+        let Some((key, stored)) = newest else {
+            return Ok(0);
+        };
+        let seq = keys::seq_of_message_key(&key).unwrap_or(0);
+        let event: Event = match value::decode(&key, &stored) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::error!(%room, seq, error = %e, "newest message unreadable; not mended");
+                return Ok(seq);
+            }
+        };
+        let record = keys::client_msg(room, &event.sender, &event.client_msg_id);
+        if self.store.get(&record)?.is_none() {
+            tracing::warn!(%room, seq, "the newest message had no client message id record; written");
+            self.store.put(&record, &value::encode(&seq)?)?;
+        }
+        Ok(seq)
     }
 
     /// Empties a room's window of recent events (after its stored events were deleted).
@@ -804,12 +829,20 @@ impl Rooms {
         };
         let stored = value::encode(&event)?;
         let size = stored.len();
-        let mut batch = Batch::default();
+        // In this order and not atomically: a crash may keep the message without its client id
+        // record, which opening the room mends (see `mend_newest`), and the last sequence is
+        // also found from the messages themselves.
+        let mut batch = Batch::in_order();
         batch
             .put(keys::message(room, seq), stored)
             .put(idempotency_key, value::encode(&seq)?)
             .put(keys::room_last(room), value::encode(&seq)?);
-        self.store.apply(batch)?;
+        if let Err(e) = self.store.apply(batch) {
+            // Part of it may be written: go on from what is stored, as opening the room does,
+            // so that the next append never reuses a sequence a record already points to.
+            *last = (*last).max(self.newest(room)?);
+            return Err(e.into());
+        }
         *last = seq;
         // Still under the sequencing lock: the window stays in order.
         log.recent
@@ -937,7 +970,10 @@ mod tests {
     use escape_proto::Member;
 
     fn setup() -> (Gate, Rooms, Principal) {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        setup_on(Arc::new(MemoryStore::new()))
+    }
+
+    fn setup_on(store: Arc<dyn Store>) -> (Gate, Rooms, Principal) {
         let registry = Registry::new(store.clone());
         let id = MemberId::parse("m1").expect("id");
         registry.put(&Member::new(id.clone(), "m1")).expect("put");
@@ -949,6 +985,40 @@ mod tests {
 
     fn room() -> RoomName {
         RoomName::parse("ops").expect("room")
+    }
+
+    #[tokio::test]
+    async fn a_retry_of_a_message_whose_client_id_record_a_crash_took_is_not_stored_twice() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (gate, rooms, principal) = setup_on(store.clone());
+        let create = gate
+            .authorize::<action::CreateRoom>(&principal, Deployment)
+            .expect("create");
+        rooms
+            .create(&create, CreateRoom::new(room(), ""))
+            .expect("created");
+        let send = gate
+            .authorize::<action::Send>(&principal, room())
+            .expect("send");
+        for id in ["c1", "c2"] {
+            rooms
+                .append(&send, id.to_owned(), Body::text(id))
+                .expect("append");
+        }
+        // What a crash after the newest message was written and before its record leaves.
+        store
+            .delete(&keys::client_msg(&room(), principal.id(), "c2"))
+            .expect("delete");
+        // The server starts again and the client, never acknowledged, retries.
+        let (rooms, _task) = Rooms::new(store, Limits::default());
+        let retried = rooms
+            .append(&send, "c2".to_owned(), Body::text("c2"))
+            .expect("retry");
+        assert_eq!((retried.seq, retried.duplicate), (2, true));
+        let next = rooms
+            .append(&send, "c3".to_owned(), Body::text("c3"))
+            .expect("next");
+        assert_eq!((next.seq, next.duplicate), (3, false));
     }
 
     #[tokio::test]

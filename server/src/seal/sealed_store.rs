@@ -176,7 +176,11 @@ impl Store for SealedStore {
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        let mut sealed = Batch::default();
+        let mut sealed = if batch.is_in_order() {
+            Batch::in_order()
+        } else {
+            Batch::default()
+        };
         for write in batch.into_writes() {
             match write {
                 Write::Put(key, value) => {

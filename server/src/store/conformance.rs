@@ -28,6 +28,16 @@ fn suite(store: &dyn Store) {
     store.apply(batch).expect("batch");
     assert_eq!(store.get(b"q").expect("get"), None);
 
+    // an in-order batch: every write, in order
+    let mut batch = Batch::in_order();
+    batch.put(b"o/1", b"x").put(b"o/2", b"y").put(b"o/1", b"z");
+    batch.delete(b"o/2");
+    assert!(batch.is_in_order());
+    store.apply(batch).expect("in-order batch");
+    assert_eq!(store.get(b"o/1").expect("get"), Some(b"z".to_vec()));
+    assert_eq!(store.get(b"o/2").expect("get"), None);
+    store.delete(b"o/1").expect("delete");
+
     // prefix and range scans, both orders, limits
     store.put(b"p", b"not under p/").expect("put");
     store.put(b"p0", b"after p/ range").expect("put");

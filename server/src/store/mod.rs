@@ -40,13 +40,32 @@ pub enum Write {
     Delete(Vec<u8>),
 }
 
-/// Writes applied all together or not at all.
+/// Writes applied all together or not at all; or, for a batch made by [`Batch::in_order`], one
+/// after another.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
     writes: Vec<Write>,
+    in_order: bool,
 }
 
 impl Batch {
+    /// A batch whose writes need not be atomic, only ordered: readers may see the first writes
+    /// before the last, and after a crash the store holds a prefix of them, never a later write
+    /// without the earlier ones. A backend may apply it much faster (sled's atomic batches
+    /// exclude every other writer and slow its flushes fourfold); the caller must be able to
+    /// mend a prefix, as a room's log does for its newest message.
+    pub fn in_order() -> Self {
+        Self {
+            writes: Vec::new(),
+            in_order: true,
+        }
+    }
+
+    /// Whether the batch was made by [`Batch::in_order`]; wrappers that rewrite a batch keep it.
+    pub fn is_in_order(&self) -> bool {
+        self.in_order
+    }
+
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
         self.writes.push(Write::Put(key.into(), value.into()));
         self

@@ -13,6 +13,11 @@ fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// The store's page cache. With sled's default (1 GiB) a server's resident set grows with its data
+/// until it holds a gigabyte of pages: the long soak grew 5 MB a minute at 50 messages a second.
+/// Recent events are served from each room's window, so the store's reads need far less.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`. sled keeps its own write-ahead log there, so writes
     /// that were flushed survive a crash.
@@ -26,6 +31,7 @@ impl SledStore {
             let opened = sled::Config::new()
                 .path(dir)
                 .mode(sled::Mode::HighThroughput)
+                .cache_capacity(CACHE_BYTES)
                 .open();
             match opened {
                 Ok(db) => return Ok(Self { db }),
@@ -46,7 +52,20 @@ impl Store for SledStore {
         Ok(self.db.get(key).map_err(backend)?.map(|v| v.to_vec()))
     }
 
+    /// An in-order batch is written one key at a time. sled logs every write under a sequence
+    /// number taken when it is made and recovers its log up to the first gap, so after a crash
+    /// it holds a prefix of the writes, as [`Batch::in_order`] promises.
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_in_order() {
+            for write in batch.into_writes() {
+                match write {
+                    Write::Put(k, v) => self.db.insert(k, v).map(drop),
+                    Write::Delete(k) => self.db.remove(k).map(drop),
+                }
+                .map_err(backend)?;
+            }
+            return Ok(());
+        }
         let mut sled_batch = sled::Batch::default();
         for write in batch.into_writes() {
             match write {

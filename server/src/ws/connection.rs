@@ -1,6 +1,7 @@
 //! One WebSocket session.
 //!
-//! The reader decodes each frame, asks the gate, acts, and queues the answer. The writer drains
+//! The reader decodes each frame, asks the gate, acts, and queues the answer; beside the socket it
+//! waits on the session's [`Inbox`] (alerts, mentions, typing notices). The writer drains
 //! the bounded queue into the socket. When the queue stays full longer than the slow-consumer
 //! limit the session is closed with `slow_consumer` (the client resumes later from its last
 //! sequence) instead of the server buffering without bound.
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::notices::Inbox;
 use super::subscription;
 use crate::error::ApiError;
 use crate::gate::action;
@@ -50,14 +52,21 @@ struct Session {
 impl Outbox {
     /// Queues a frame. If the queue stays full past the slow-consumer limit the session is
     /// closed and `false` returned; producers then stop.
-    pub async fn send(&self, frame: ServerMessage) -> bool {
-        self.send_until(frame, &self.session.close).await
+    ///
+    /// The frame is encoded before the future is made, so the future holds bytes, not a
+    /// `ServerMessage`: every task that awaits it (an idle session's among them) stays small.
+    pub fn send(&self, frame: ServerMessage) -> impl Future<Output = bool> {
+        self.send_until(frame, &self.session.close)
     }
 
     /// Like [`Outbox::send`], giving up (with `false`) as soon as `stop` fires: a cancelled
     /// subscription must not deliver one more event after it was told to stop.
-    pub async fn send_until(&self, frame: ServerMessage, stop: &CancellationToken) -> bool {
-        self.send_encoded(frame.encode().into(), stop).await
+    pub fn send_until(
+        &self,
+        frame: ServerMessage,
+        stop: &CancellationToken,
+    ) -> impl Future<Output = bool> {
+        self.send_encoded(frame.encode().into(), stop)
     }
 
     /// Queues a frame already encoded (an event's, shared by its recipients), as
@@ -99,7 +108,8 @@ impl Outbox {
         }
     }
 
-    pub async fn error(&self, id: Option<String>, error: &ApiError) -> bool {
+    /// Queues an error frame, as [`Outbox::send`].
+    pub fn error(&self, id: Option<String>, error: &ApiError) -> impl Future<Output = bool> {
         self.send(ServerMessage::new(
             id,
             ServerFrame::Error {
@@ -107,7 +117,6 @@ impl Outbox {
                 message: error.message.clone(),
             },
         ))
-        .await
     }
 
     /// Ends the session; the first reason given is the one the client is told.
@@ -143,12 +152,11 @@ pub async fn run(
             Box::new(move |code, message| outbox.close(code, message)),
         )
     };
-    // Alerts: those waiting since the last session, then each one as it is sent.
-    state.tracker.spawn(deliver_alerts(
-        state.clone(),
-        member.clone(),
-        outbox.clone(),
-    ));
+    // Alerts: those waiting since the last session, then (in the loop) each one as it is sent.
+    let mut inbox = Inbox::open(&state);
+    if !Box::pin(inbox.backlog(&state, &member, &outbox)).await {
+        outbox.closed().cancel();
+    }
     let mut subscriptions: Subscriptions = HashMap::new();
     // Frames read in the current one-second window.
     let (mut window, mut frames) = (tokio::time::Instant::now(), 0u32);
@@ -183,6 +191,13 @@ pub async fn run(
                 break;
             }
             Some(_) = acks.join_next(), if !acks.is_empty() => continue,
+            notice = inbox.recv(), if inbox.is_open() => {
+                // On the heap, like a request: the loop's own future stays small.
+                if !Box::pin(inbox.deliver(&state, &member, &outbox, notice)).await {
+                    break;
+                }
+                continue;
+            }
             message = stream.next() => message,
         };
         idle.as_mut()
@@ -352,7 +367,7 @@ async fn handle(
                 token.clone(),
             )
             .with_certificate_expiry(expiry);
-            subscriptions.insert(room, (token, state.tracker.spawn(cursor.run(id))));
+            subscriptions.insert(room, (token, state.tracker.spawn(Box::new(cursor).run(id))));
         }
         ClientFrame::Unsubscribe { room } => {
             stop_cursor(subscriptions, &room).await;
@@ -515,60 +530,6 @@ fn notify_mentions(state: &AppState, room: &RoomName, seq: u64, mentions: &[Memb
             excerpt,
         },
     );
-}
-
-/// Sends this member's unacknowledged alerts, then every new one addressed to it, until the
-/// session ends. Each alert goes out once per session.
-async fn deliver_alerts(state: AppState, member: MemberId, outbox: Outbox) {
-    // Listen first, then read what is pending, so nothing sent in between is missed.
-    let mut live = state.alerts.subscribe();
-    let mut sent = std::collections::HashSet::new();
-    let mut backlog = true;
-    loop {
-        if backlog {
-            backlog = false;
-            let pending = match state.alerts.pending(&member) {
-                Ok(pending) => pending,
-                Err(e) => {
-                    tracing::error!(%member, error = %e.message, "reading pending alerts");
-                    Vec::new()
-                }
-            };
-            for alert in pending {
-                if sent.insert(alert.id.clone())
-                    && !outbox
-                        .send(ServerMessage::new(None, ServerFrame::Alert { alert }))
-                        .await
-                {
-                    return;
-                }
-            }
-        }
-        let delivery = tokio::select! {
-            () = outbox.closed().cancelled() => return,
-            delivery = live.recv() => delivery,
-        };
-        match delivery {
-            Ok(delivery) => {
-                // Current status, read now: a member suspended since gets nothing more.
-                if delivery.recipients.contains(&member)
-                    && Principal::resolve_id(&state.registry, &member).is_ok()
-                    && delivery
-                        .key
-                        .as_ref()
-                        .is_none_or(|key| sent.insert(key.clone()))
-                    && !outbox
-                        .send(ServerMessage::new(None, delivery.frame.clone()))
-                        .await
-                {
-                    return;
-                }
-            }
-            // Fell behind the hub: what was missed is in the pending inbox.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => backlog = true,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
 }
 
 /// Most frames written together before a flush.

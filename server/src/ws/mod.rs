@@ -4,10 +4,12 @@
 //!   queue to the socket.
 //! - [`subscription`]: one cursor per subscribed room, reading durable events from the store and
 //!   asking the gate before delivering each one.
+//! - [`notices`]: alerts, mentions and typing notices, waited on by the session's reader.
 //!
 //! The upgrade itself requires an active member: anyone else gets 403 and no WebSocket.
 
 mod connection;
+mod notices;
 mod subscription;
 
 use axum::extract::{State, WebSocketUpgrade};

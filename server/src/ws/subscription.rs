@@ -57,7 +57,9 @@ impl Cursor {
         self
     }
 
-    pub async fn run(mut self, request_id: Option<String>) {
+    /// Delivers until the session or the subscription stops. The cursor is boxed so that its
+    /// task holds a pointer to it rather than a copy (what an idle subscription costs).
+    pub async fn run(mut self: Box<Self>, request_id: Option<String>) {
         let room = self.auth.resource().clone();
         let head = *self.head.borrow_and_update();
         let mut next = self.since.map_or(head, |s| s.min(head)).saturating_add(1);
@@ -124,16 +126,21 @@ impl Cursor {
     /// membership, read again when a write that decides access happened since they were read
     /// (checking costs one atomic load). The policy and the event's rules are still asked for
     /// every event, by [`Gate::admit`](crate::gate::Gate::admit).
-    fn current<'a>(&self, kept: &'a mut Option<Deliveries>) -> Result<&'a Deliveries, ApiError> {
+    ///
+    /// Kept on the heap: until the first event, a subscription holds a pointer's worth.
+    fn current<'a>(
+        &self,
+        kept: &'a mut Option<Box<Deliveries>>,
+    ) -> Result<&'a Deliveries, ApiError> {
         let gate = &self.state.gate;
         let deliveries = match kept.take() {
             Some(deliveries) if gate.still_current(&deliveries) => deliveries,
-            _ => gate.deliveries(
+            _ => Box::new(gate.deliveries(
                 &self.state.registry,
                 self.auth.principal().id(),
                 self.expiry,
                 self.auth.resource(),
-            )?,
+            )?),
         };
         Ok(kept.insert(deliveries))
     }
