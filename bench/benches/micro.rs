@@ -11,11 +11,15 @@
 //! - `commit`: the acked-message path on disk (sled under a temporary folder, sealed as the server
 //!   runs it): one message appended and waited durable, and 64 appended together and waited on
 //!   once (group commit: one flush for all).
+//! - `store`: sled alone, 64 appends of a message's three writes then one flush, as atomic batches
+//!   and as in-order ones (what the room log uses), while another thread flushes as the committer
+//!   does: why appends are not atomic batches.
 //!
 //! `escape-load all --criterion target/criterion` reads the estimates into the results.
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -32,7 +36,7 @@ use escape_server::policy::{PolicyEngine, ROOM_TEMPLATES, RoomAttributes, Target
 use escape_server::registry::Registry;
 use escape_server::rooms::Rooms;
 use escape_server::seal::{MasterKey, MasterKeyOptions, SealedStore};
-use escape_server::store::{EpochStore, MemoryStore, SledStore, Store};
+use escape_server::store::{Batch, EpochStore, MemoryStore, SledStore, Store};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -352,11 +356,59 @@ fn commit(c: &mut Criterion) {
     group.finish();
 }
 
+fn store(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("db")).expect("sled"));
+    // The committer's flushes, beside the appends as in the server.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flusher = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                store.flush().expect("flush");
+            }
+        })
+    };
+    let message = vec![7u8; 400];
+    let mut n = 0u64;
+    let mut group = c.benchmark_group("store");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(64));
+    for in_order in [false, true] {
+        let name = if in_order {
+            "64 appends, in-order batches, one flush"
+        } else {
+            "64 appends, atomic batches, one flush"
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for _ in 0..64 {
+                    n += 1;
+                    let mut batch = if in_order {
+                        Batch::in_order()
+                    } else {
+                        Batch::default()
+                    };
+                    batch
+                        .put(format!("m/{n:016}"), message.clone())
+                        .put(format!("c/{n}"), n.to_be_bytes().to_vec())
+                        .put("last", n.to_be_bytes().to_vec());
+                    store.apply(batch).expect("apply");
+                }
+                store.flush().expect("flush");
+            })
+        });
+    }
+    group.finish();
+    stop.store(true, Ordering::Relaxed);
+    flusher.join().expect("flusher");
+}
+
 criterion_group! {
     name = micro;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = policy, deliveries, frames, seal, commit
+    targets = policy, deliveries, frames, seal, commit, store
 }
 criterion_main!(micro);

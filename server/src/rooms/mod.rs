@@ -987,19 +987,23 @@ mod tests {
         RoomName::parse("ops").expect("room")
     }
 
-    #[tokio::test]
-    async fn a_retry_of_a_message_whose_client_id_record_a_crash_took_is_not_stored_twice() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let (gate, rooms, principal) = setup_on(store.clone());
+    /// Creates the test room and lets the principal send to it.
+    fn open_room(gate: &Gate, rooms: &Rooms, principal: &Principal) -> Authorized<action::Send> {
         let create = gate
-            .authorize::<action::CreateRoom>(&principal, Deployment)
+            .authorize::<action::CreateRoom>(principal, Deployment)
             .expect("create");
         rooms
             .create(&create, CreateRoom::new(room(), ""))
             .expect("created");
-        let send = gate
-            .authorize::<action::Send>(&principal, room())
-            .expect("send");
+        gate.authorize::<action::Send>(principal, room())
+            .expect("send")
+    }
+
+    #[tokio::test]
+    async fn a_retry_of_a_message_whose_client_id_record_a_crash_took_is_not_stored_twice() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (gate, rooms, principal) = setup_on(store.clone());
+        let send = open_room(&gate, &rooms, &principal);
         for id in ["c1", "c2"] {
             rooms
                 .append(&send, id.to_owned(), Body::text(id))
@@ -1024,15 +1028,7 @@ mod tests {
     #[tokio::test]
     async fn messages_older_than_the_retention_period_are_deleted() {
         let (gate, rooms, principal) = setup();
-        let create = gate
-            .authorize::<action::CreateRoom>(&principal, Deployment)
-            .expect("create");
-        rooms
-            .create(&create, CreateRoom::new(room(), ""))
-            .expect("created");
-        let send = gate
-            .authorize::<action::Send>(&principal, room())
-            .expect("send");
+        let send = open_room(&gate, &rooms, &principal);
         for i in 0..3 {
             rooms
                 .append(&send, format!("c{i}"), Body::text("x"))
@@ -1083,15 +1079,7 @@ mod tests {
     #[tokio::test]
     async fn sequences_are_dense_and_retries_are_idempotent() {
         let (gate, rooms, principal) = setup();
-        let create = gate
-            .authorize::<action::CreateRoom>(&principal, Deployment)
-            .expect("create");
-        rooms
-            .create(&create, CreateRoom::new(room(), ""))
-            .expect("created");
-        let send = gate
-            .authorize::<action::Send>(&principal, room())
-            .expect("send");
+        let send = open_room(&gate, &rooms, &principal);
         let mut seqs = Vec::new();
         for i in 0..5 {
             let appended = rooms
