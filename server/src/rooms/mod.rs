@@ -830,7 +830,7 @@ impl Rooms {
         let stored = value::encode(&event)?;
         let size = stored.len();
         // In this order and not atomically: a crash may keep the message without its client id
-        // record, which opening the room mends (see `mend_newest`), and the last sequence is
+        // record, which opening the room mends (see `newest`), and the last sequence is
         // also found from the messages themselves.
         let mut batch = Batch::in_order();
         batch
@@ -966,8 +966,59 @@ mod tests {
     use crate::gate::{Deployment, Gate};
     use crate::identity::Principal;
     use crate::registry::Registry;
-    use crate::store::MemoryStore;
+    use crate::store::{Entry, MemoryStore, Write};
     use escape_proto::Member;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A memory store whose next in-order batch stops with an error after its first write, as a
+    /// full disk would.
+    #[derive(Debug, Default)]
+    struct FailsMidBatch {
+        inner: MemoryStore,
+        fail_next: AtomicBool,
+    }
+
+    impl Store for FailsMidBatch {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+
+        fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+            if !(batch.is_in_order() && self.fail_next.swap(false, Ordering::SeqCst)) {
+                return self.inner.apply(batch);
+            }
+            let mut first = Batch::default();
+            match batch.into_writes().into_iter().next() {
+                Some(Write::Put(key, value)) => first.put(key, value),
+                Some(Write::Delete(key)) => first.delete(key),
+                None => &mut first,
+            };
+            self.inner.apply(first)?;
+            Err(StoreError::Backend("no space left on device".into()))
+        }
+
+        fn compare_and_swap(
+            &self,
+            key: &[u8],
+            expected: Option<&[u8]>,
+            new: Option<&[u8]>,
+        ) -> Result<Swap, StoreError> {
+            self.inner.compare_and_swap(key, expected, new)
+        }
+
+        fn scan(
+            &self,
+            range: &Range,
+            order: Order,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.inner.scan(range, order, limit)
+        }
+
+        fn flush(&self) -> Result<(), StoreError> {
+            self.inner.flush()
+        }
+    }
 
     fn setup() -> (Gate, Rooms, Principal) {
         setup_on(Arc::new(MemoryStore::new()))
@@ -1023,6 +1074,28 @@ mod tests {
             .append(&send, "c3".to_owned(), Body::text("c3"))
             .expect("next");
         assert_eq!((next.seq, next.duplicate), (3, false));
+    }
+
+    #[tokio::test]
+    async fn after_an_append_that_failed_half_written_no_sequence_is_handed_out_twice() {
+        let store = Arc::new(FailsMidBatch::default());
+        let (gate, rooms, principal) = setup_on(store.clone());
+        let send = open_room(&gate, &rooms, &principal);
+        store.fail_next.store(true, Ordering::SeqCst);
+        // The message is written, its client id record is not, and the sender is told it failed.
+        rooms
+            .append(&send, "c1".to_owned(), Body::text("first"))
+            .expect_err("the store failed");
+        // The next message takes the next sequence instead of writing over the first one.
+        let next = rooms
+            .append(&send, "c2".to_owned(), Body::text("second"))
+            .expect("next");
+        assert_eq!((next.seq, next.duplicate), (2, false));
+        // The sender retries the first one: it is stored already, once, under sequence 1.
+        let retried = rooms
+            .append(&send, "c1".to_owned(), Body::text("first"))
+            .expect("retry");
+        assert_eq!((retried.seq, retried.duplicate), (1, true));
     }
 
     #[tokio::test]
