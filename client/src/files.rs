@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -23,16 +23,14 @@ use escape_proto::{ErrorCode, RoomName};
 
 use crate::api::Client;
 use crate::error::ClientError;
+use crate::file_threads::{ReadAhead, WriteBehind};
 use crate::profile::Profile;
 
 /// How often one chunk is retried after a failure, resuming where the server stands.
 const ATTEMPTS: u32 = 5;
 const BUFFER: usize = 64 * 1024;
-/// What the copy loop reads at once and hands to the digest thread: the fewer hand-overs, the
-/// less the two threads wait on each other.
-const CHUNK: usize = 1024 * 1024;
-/// What encryption writes to disk at once: large writes cost fewer system calls per byte.
-const WRITE_BUFFER: usize = 1024 * 1024;
+/// How often a copy reports its progress, in bytes.
+const PROGRESS_STEP: u64 = 1024 * 1024;
 
 /// What a transfer is doing, for progress displays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,54 +203,46 @@ pub async fn sync_room_keys(
     Ok(keys)
 }
 
-/// Copies `reader` to `writer` in chunks, reporting `stage` against `total`, and returns how
-/// many bytes it copied and their SHA-256. The digest is computed on a second thread while the
-/// copy (encryption or decryption) goes on, so it costs no time on a machine with two cores.
-fn copy_digested(
-    reader: &mut impl Read,
+/// Copies `reader` to `writer`, reporting `stage` against `total` about once a MiB, and
+/// returns how many bytes it copied. The reads and writes the file threads do, and their
+/// digests, run beside this loop (see `file_threads`).
+fn copy(
+    reader: &mut impl BufRead,
     writer: &mut impl Write,
     errors: (
         impl Fn(std::io::Error) -> ClientError,
         impl Fn(std::io::Error) -> ClientError,
     ),
     (stage, total, progress): (Stage, u64, &Progress),
-) -> Result<(u64, String), ClientError> {
+) -> Result<u64, ClientError> {
     let (read_error, write_error) = errors;
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(16);
-        let hasher = scope.spawn(move || {
-            let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-            for chunk in rx {
-                context.update(&chunk);
-            }
-            hex(context.finish().as_ref())
-        });
-        let copied = (|| {
-            let mut done = 0u64;
-            loop {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                (&mut *reader)
-                    .take(CHUNK as u64)
-                    .read_to_end(&mut chunk)
-                    .map_err(&read_error)?;
-                if chunk.is_empty() {
-                    return Ok(done);
-                }
-                writer.write_all(&chunk).map_err(&write_error)?;
-                done += chunk.len() as u64;
-                let chunk = Arc::new(chunk);
-                tx.send(chunk)
-                    .map_err(|_| file_error("the digest thread stopped"))?;
-                progress(stage, done, total);
-            }
-        })();
-        // The channel closes here, so the digest thread finishes.
-        drop(tx);
-        let digest = hasher
-            .join()
-            .map_err(|_| file_error("the digest thread failed"))?;
-        Ok((copied?, digest))
-    })
+    let (mut done, mut reported) = (0u64, 0u64);
+    loop {
+        let available = reader.fill_buf().map_err(&read_error)?;
+        if available.is_empty() {
+            progress(stage, done, total);
+            return Ok(done);
+        }
+        writer.write_all(available).map_err(&write_error)?;
+        let n = available.len();
+        reader.consume(n);
+        done += n as u64;
+        if done - reported >= PROGRESS_STEP {
+            progress(stage, done, total);
+            reported = done;
+        }
+    }
+}
+
+fn sha256() -> Option<ring::digest::Context> {
+    Some(ring::digest::Context::new(&ring::digest::SHA256))
+}
+
+/// The digest a file thread was asked to compute.
+fn digest_hex(digest: Option<ring::digest::Digest>) -> Result<String, ClientError> {
+    digest
+        .map(|d| hex(d.as_ref()))
+        .ok_or_else(|| file_error("the file's digest was not computed"))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -282,18 +272,19 @@ pub fn encrypt_file(
         age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
             .map_err(|e| file_error(format!("encrypting: {e}")))?;
     let mut writer = encryptor
-        .wrap_output(BufWriter::with_capacity(WRITE_BUFFER, out))
+        .wrap_output(WriteBehind::new(out, None).map_err(io(output))?)
         .map_err(io(output))?;
     writer
         .write_all(format!("{FILE_MAGIC}\n{header_line}\n").as_bytes())
         .map_err(io(output))?;
-    let mut reader = source;
-    let (done, sha256) = copy_digested(
+    let mut reader = ReadAhead::new(source, sha256()).map_err(io(input))?;
+    let done = copy(
         &mut reader,
         &mut writer,
         (|e| io(input)(e), |e| io(output)(e)),
         (Stage::Encrypting, size, progress),
     )?;
+    let sha256 = digest_hex(reader.finish().map_err(io(input))?)?;
     if done != size {
         return Err(file_error(format!(
             "{} changed while it was being encrypted",
@@ -308,8 +299,10 @@ pub fn encrypt_file(
         .write_all(format!("{trailer}\n").as_bytes())
         .map_err(io(output))?;
     header.sha256 = sha256;
-    let mut inner = writer.finish().map_err(io(output))?;
-    inner.flush().map_err(io(output))?;
+    writer
+        .finish()
+        .and_then(WriteBehind::finish)
+        .map_err(io(output))?;
     Ok(header)
 }
 
@@ -370,7 +363,7 @@ fn decrypt_into(
             "the file does not decrypt: it was altered, truncated, or is not for this key ({e})"
         ))
     };
-    let source = BufReader::with_capacity(BUFFER, File::open(input).map_err(io(input))?);
+    let source = ReadAhead::new(File::open(input).map_err(io(input))?, None).map_err(io(input))?;
     let decryptor = age::Decryptor::new_buffered(source).map_err(|e| tampered(&e))?;
     let reader = decryptor
         .decrypt(std::iter::once(identity as &dyn age::Identity))
@@ -398,16 +391,16 @@ fn decrypt_into(
         .create_new(true)
         .open(partial)
         .map_err(io(partial))?;
-    let mut writer = BufWriter::with_capacity(BUFFER, out);
+    let mut writer = WriteBehind::new(out, sha256()).map_err(io(partial))?;
     // Format 2: exactly `size` bytes, then the trailer; format 1: the bytes run to the end.
     let limit = if with_trailer { header.size } else { u64::MAX };
-    let (size, sha256) = copy_digested(
+    let size = copy(
         &mut (&mut reader).take(limit),
         &mut writer,
         (|e| tampered(&e), |e| io(partial)(e)),
         (Stage::Decrypting, header.size, progress),
     )?;
-    writer.flush().map_err(io(partial))?;
+    let sha256 = digest_hex(writer.finish().map_err(io(partial))?)?;
     if with_trailer {
         line.clear();
         (&mut reader)
@@ -880,7 +873,9 @@ mod tests {
         let recipient = identity.to_public();
         let plain = dir.path().join("sample.bin");
         // More than one read chunk, not a multiple of it.
-        let bytes: Vec<u8> = (0..CHUNK * 2 + 17).map(|i| (i * 7 % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..crate::file_threads::BUFFER * 2 + 17)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         std::fs::write(&plain, &bytes).expect("write");
         let sealed_path = dir.path().join("sample.age");
         let header = encrypt_file(

@@ -6,6 +6,7 @@ pub mod api;
 pub mod channel;
 pub mod enroll;
 pub mod error;
+mod file_threads;
 pub mod files;
 pub mod indicators;
 pub mod profile;

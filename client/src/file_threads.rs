@@ -1,0 +1,376 @@
+//! File reads and writes on threads of their own, so a file's encryption or decryption runs
+//! beside its disk traffic instead of between it.
+//!
+//! Copying a buffer from or into the kernel's page cache costs about half as much as the
+//! cipher on it (measured on the encryption path: 21 % of its time against 31 % for the
+//! cipher), and the SHA-256 that names a file about as much again. Done in line, they add to
+//! every chunk; on a [`ReadAhead`] or [`WriteBehind`] thread they run while the next chunk is
+//! encrypted, so a stream is bounded by the slowest stage rather than by their sum. Each side
+//! can digest the bytes that pass it, so the plaintext is hashed where it is read (encryption)
+//! or where it is written (decryption), with no thread of its own.
+//!
+//! Invariants: bytes pass in the order they were read or written; an error on a thread
+//! surfaces, as that same error, on the next call or at `finish`, never as an early end of the
+//! file or a write reported done; dropping either side stops and joins its thread.
+
+use std::fs::File;
+use std::io::{self, BufRead, Read, Write};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::thread::JoinHandle;
+
+use ring::digest::{Context, Digest};
+
+/// How many bytes pass between the threads at once.
+pub const BUFFER: usize = 1024 * 1024;
+/// Buffers in flight: enough that neither side waits on a short stall of the other, few enough
+/// that memory stays at a few MiB whatever the file's size.
+const IN_FLIGHT: usize = 4;
+
+/// What the reading thread hands over: a buffer and how many of its bytes were read, or the
+/// error that ended the file.
+type Filled = io::Result<(Vec<u8>, usize)>;
+
+fn stopped() -> io::Error {
+    io::Error::other("the file's reading or writing thread stopped")
+}
+
+/// Waits for `worker` and turns a panic into an error.
+fn join<T>(worker: Option<JoinHandle<io::Result<T>>>) -> io::Result<T> {
+    match worker.map(JoinHandle::join) {
+        Some(Ok(result)) => result,
+        Some(Err(_)) | None => Err(stopped()),
+    }
+}
+
+/// Reads a file ahead of its consumer, on a second thread (see the module's documentation).
+pub struct ReadAhead {
+    current: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// `None` once the file has ended or failed; `failed` tells which.
+    full: Option<Receiver<Filled>>,
+    failed: bool,
+    empty: SyncSender<Vec<u8>>,
+    worker: Option<JoinHandle<io::Result<Option<Digest>>>>,
+}
+
+impl ReadAhead {
+    /// Starts reading `file`, digesting what it reads if `digest` is given.
+    pub fn new(mut file: File, mut digest: Option<Context>) -> io::Result<Self> {
+        let (send_full, full) = sync_channel::<Filled>(IN_FLIGHT);
+        let (empty, recycled) = sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
+        let worker = std::thread::Builder::new()
+            .name("escape-read-ahead".into())
+            .spawn(move || {
+                loop {
+                    let mut buffer = match recycled.try_recv() {
+                        Ok(buffer) => buffer,
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => vec![0; BUFFER],
+                    };
+                    let filled = match fill(&mut file, &mut buffer) {
+                        Ok(filled) => filled,
+                        Err(e) => {
+                            let message = io::Error::new(e.kind(), e.to_string());
+                            let _ = send_full.send(Err(e));
+                            return Err(message);
+                        }
+                    };
+                    if filled == 0 {
+                        return Ok(digest.map(Context::finish));
+                    }
+                    if let Some(digest) = &mut digest {
+                        digest.update(&buffer[..filled]);
+                    }
+                    if send_full.send(Ok((buffer, filled))).is_err() {
+                        // The reader was dropped before the end: nothing more is wanted.
+                        return Ok(None);
+                    }
+                }
+            })?;
+        Ok(Self {
+            current: Vec::new(),
+            start: 0,
+            end: 0,
+            full: Some(full),
+            failed: false,
+            empty,
+            worker: Some(worker),
+        })
+    }
+
+    /// Waits for the thread once the file has been read to its end, and returns the digest of
+    /// every byte read, if one was asked for.
+    pub fn finish(mut self) -> io::Result<Option<Digest>> {
+        if self.full.is_some() || self.failed {
+            return Err(io::Error::other("the file was not read to its end"));
+        }
+        join(self.worker.take())
+    }
+}
+
+/// Reads until `buffer` is full or the file ends; returns how many bytes it holds.
+fn fill(file: &mut File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+impl BufRead for ReadAhead {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.failed {
+            return Err(io::Error::other("reading the file failed earlier"));
+        }
+        if self.start == self.end
+            && let Some(full) = &self.full
+        {
+            let spent = std::mem::take(&mut self.current);
+            if !spent.is_empty() {
+                let _ = self.empty.try_send(spent);
+            }
+            (self.start, self.end) = (0, 0);
+            match full.recv() {
+                Ok(Ok((buffer, filled))) => (self.current, self.end) = (buffer, filled),
+                Ok(Err(e)) => {
+                    (self.full, self.failed) = (None, true);
+                    return Err(e);
+                }
+                // The thread ended: at the file's end, or by failing in a way `finish` reports.
+                Err(_) => self.full = None,
+            }
+        }
+        Ok(&self.current[self.start..self.end])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.start = (self.start + amount).min(self.end);
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        // Closing the channel first unblocks a thread waiting to hand over a buffer.
+        self.full = None;
+        let _ = join(self.worker.take());
+    }
+}
+
+/// Writes to a file through a second thread (see the module's documentation).
+pub struct WriteBehind {
+    buffer: Vec<u8>,
+    full: Option<SyncSender<Vec<u8>>>,
+    empty: Receiver<Vec<u8>>,
+    worker: Option<JoinHandle<io::Result<Option<Digest>>>>,
+}
+
+impl WriteBehind {
+    /// Starts the writing thread for `file`, digesting what it writes if `digest` is given.
+    pub fn new(mut file: File, mut digest: Option<Context>) -> io::Result<Self> {
+        let (full, to_write) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let (recycle, empty) = sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
+        let worker = std::thread::Builder::new()
+            .name("escape-write-behind".into())
+            .spawn(move || {
+                for mut buffer in to_write {
+                    file.write_all(&buffer)?;
+                    if let Some(digest) = &mut digest {
+                        digest.update(&buffer);
+                    }
+                    buffer.clear();
+                    // The writer may be gone or have buffers enough: then this one is dropped.
+                    let _ = recycle.try_send(buffer);
+                }
+                Ok(digest.map(Context::finish))
+            })?;
+        Ok(Self {
+            buffer: Vec::with_capacity(BUFFER),
+            full: Some(full),
+            empty,
+            worker: Some(worker),
+        })
+    }
+
+    /// Hands the current buffer to the writing thread and takes an empty one.
+    fn hand_over(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .empty
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BUFFER));
+        let buffer = std::mem::replace(&mut self.buffer, next);
+        match &self.full {
+            Some(full) if full.send(buffer).is_ok() => Ok(()),
+            _ => {
+                // The thread stopped: its own error says why.
+                self.full = None;
+                match join(self.worker.take()) {
+                    Err(e) => Err(e),
+                    Ok(_) => Err(stopped()),
+                }
+            }
+        }
+    }
+
+    /// Writes what is buffered, waits for every write to land, and returns the digest of every
+    /// byte written, if one was asked for.
+    pub fn finish(mut self) -> io::Result<Option<Digest>> {
+        self.hand_over()?;
+        self.full = None;
+        join(self.worker.take())
+    }
+}
+
+impl Write for WriteBehind {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.worker.is_none() {
+            return Err(stopped());
+        }
+        let taken = (BUFFER - self.buffer.len()).min(bytes.len());
+        self.buffer.extend_from_slice(&bytes[..taken]);
+        if self.buffer.len() == BUFFER {
+            self.hand_over()?;
+        }
+        Ok(taken)
+    }
+
+    /// Hands what is buffered to the writing thread. It does not wait for the bytes to land:
+    /// that is what [`WriteBehind::finish`] is for.
+    fn flush(&mut self) -> io::Result<()> {
+        self.hand_over()
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        self.full = None;
+        let _ = join(self.worker.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::digest::SHA256;
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn every_byte_lands_in_order_and_is_digested_across_buffers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let bytes = pattern(BUFFER * 3 + 12_345);
+        let mut writer = WriteBehind::new(
+            File::create(&path).expect("create"),
+            Some(Context::new(&SHA256)),
+        )
+        .expect("start");
+        // Odd-sized writes, so buffers fill across write boundaries.
+        for piece in bytes.chunks(70_001) {
+            writer.write_all(piece).expect("write");
+        }
+        let written = writer.finish().expect("finish").expect("digest");
+        assert_eq!(std::fs::read(&path).expect("read back"), bytes);
+        assert_eq!(
+            written.as_ref(),
+            ring::digest::digest(&SHA256, &bytes).as_ref()
+        );
+
+        let mut reader = ReadAhead::new(
+            File::open(&path).expect("open"),
+            Some(Context::new(&SHA256)),
+        )
+        .expect("start");
+        let mut read = Vec::new();
+        let mut piece = vec![0; 50_003];
+        loop {
+            let n = reader.read(&mut piece).expect("read");
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&piece[..n]);
+        }
+        assert_eq!(read, bytes);
+        let digest = reader.finish().expect("finish").expect("digest");
+        assert_eq!(digest.as_ref(), written.as_ref());
+    }
+
+    #[test]
+    fn a_failing_write_surfaces_as_that_error_not_as_success() {
+        // A file opened read-only: every write on the thread fails.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("read-only");
+        std::fs::write(&path, b"").expect("write");
+        let mut writer = WriteBehind::new(File::open(&path).expect("open"), None).expect("start");
+        // More buffers than the channel holds: a hand-over must wait on the thread, which stops
+        // at its first failed write, so the failure cannot be missed.
+        let bytes = vec![7u8; BUFFER * (IN_FLIGHT + 3)];
+        let error = writer
+            .write_all(&bytes)
+            .expect_err("a write that failed on the thread was reported as done");
+        assert!(
+            error.raw_os_error().is_some(),
+            "the thread's own error is not the one reported: {error}"
+        );
+        assert!(
+            writer.finish().is_err(),
+            "finish reported a failed file as written"
+        );
+    }
+
+    #[test]
+    fn a_failing_read_surfaces_as_that_error_not_as_the_end_of_the_file() {
+        // A file opened write-only: the first read on the thread fails.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("write-only");
+        let mut reader = ReadAhead::new(File::create(&path).expect("create"), None).expect("start");
+        let mut piece = [0u8; 16];
+        let error = reader
+            .read(&mut piece)
+            .expect_err("a failed read looked like the end of the file");
+        assert!(
+            error.raw_os_error().is_some(),
+            "not the thread's error: {error}"
+        );
+        assert!(
+            reader.read(&mut piece).is_err(),
+            "a second read hid the failure"
+        );
+        assert!(
+            reader.finish().is_err(),
+            "finish reported a failed read as whole"
+        );
+    }
+
+    #[test]
+    fn a_reader_dropped_half_way_stops_its_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("in");
+        std::fs::write(&path, pattern(BUFFER * (IN_FLIGHT + 4))).expect("start");
+        let mut reader = ReadAhead::new(File::open(&path).expect("open"), None).expect("start");
+        let mut piece = [0u8; 16];
+        reader.read_exact(&mut piece).expect("read");
+        // Dropping joins the thread, which is blocked handing over a buffer: this returns only
+        // if dropping unblocks it.
+        drop(reader);
+    }
+}
