@@ -27,6 +27,8 @@ pub struct Cursor {
     head: watch::Receiver<u64>,
     since: Option<u64>,
     outbox: Outbox,
+    /// A child of the session's own signal, made here so that it always is one: stopping the
+    /// session stops the cursor, and the outbox checks this token alone per frame.
     stop: CancellationToken,
     expiry: Option<time::OffsetDateTime>,
 }
@@ -38,8 +40,8 @@ impl Cursor {
         head: watch::Receiver<u64>,
         since: Option<u64>,
         outbox: Outbox,
-        stop: CancellationToken,
     ) -> Self {
+        let stop = outbox.closed().child_token();
         Self {
             state,
             auth,
@@ -49,6 +51,11 @@ impl Cursor {
             stop,
             expiry: None,
         }
+    }
+
+    /// What stops this cursor alone (the session's end stops it too).
+    pub fn stopper(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
     /// The subscriber's certificate expiry, for the per-delivery decision.
@@ -77,6 +84,11 @@ impl Cursor {
         loop {
             let head = *self.head.borrow_and_update();
             while next <= head {
+                // Also here, so that a long run of events this recipient may not see still
+                // stops within one batch.
+                if self.stop.is_cancelled() {
+                    return;
+                }
                 let events = match self.state.rooms.read_range(&room, next, head, READ_BATCH) {
                     Ok(events) if !events.is_empty() => events,
                     Ok(_) => {
@@ -91,9 +103,7 @@ impl Cursor {
                     }
                 };
                 for event in events {
-                    if self.stop.is_cancelled() {
-                        return;
-                    }
+                    // For an event that is sent, stopping is checked where its frame is queued.
                     next = event.seq + 1;
                     let decision = self
                         .current(&mut deliveries)
