@@ -31,6 +31,9 @@ const ATTEMPTS: u32 = 5;
 const BUFFER: usize = 64 * 1024;
 /// How often a copy reports its progress, in bytes.
 const PROGRESS_STEP: u64 = 1024 * 1024;
+/// What decryption's copy loop reads at once and hands to the digest thread: the fewer
+/// hand-overs, the less the two threads wait on each other.
+const CHUNK: usize = 1024 * 1024;
 
 /// What a transfer is doing, for progress displays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,9 +206,9 @@ pub async fn sync_room_keys(
     Ok(keys)
 }
 
-/// Copies `reader` to `writer`, reporting `stage` against `total` about once a MiB, and
-/// returns how many bytes it copied. The reads and writes the file threads do, and their
-/// digests, run beside this loop (see `file_threads`).
+/// Encryption's copy: `reader` to `writer`, reporting `stage` against `total` about once a MiB;
+/// returns how many bytes it copied. The file's reads (with the plaintext's digest) and writes
+/// run on threads of their own beside this loop (see `file_threads`).
 fn copy(
     reader: &mut impl BufRead,
     writer: &mut impl Write,
@@ -245,6 +248,56 @@ fn digest_hex(digest: Option<ring::digest::Digest>) -> Result<String, ClientErro
         .ok_or_else(|| file_error("the file's digest was not computed"))
 }
 
+/// Copies `reader` to `writer` in chunks, reporting `stage` against `total`, and returns how
+/// many bytes it copied and their SHA-256. The digest is computed on a second thread while the
+/// copy (decryption) goes on, so it costs no time on a machine with two cores.
+fn copy_digested(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    errors: (
+        impl Fn(std::io::Error) -> ClientError,
+        impl Fn(std::io::Error) -> ClientError,
+    ),
+    (stage, total, progress): (Stage, u64, &Progress),
+) -> Result<(u64, String), ClientError> {
+    let (read_error, write_error) = errors;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(16);
+        let hasher = scope.spawn(move || {
+            let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+            for chunk in rx {
+                context.update(&chunk);
+            }
+            hex(context.finish().as_ref())
+        });
+        let copied = (|| {
+            let mut done = 0u64;
+            loop {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                (&mut *reader)
+                    .take(CHUNK as u64)
+                    .read_to_end(&mut chunk)
+                    .map_err(&read_error)?;
+                if chunk.is_empty() {
+                    return Ok(done);
+                }
+                writer.write_all(&chunk).map_err(&write_error)?;
+                done += chunk.len() as u64;
+                let chunk = Arc::new(chunk);
+                tx.send(chunk)
+                    .map_err(|_| file_error("the digest thread stopped"))?;
+                progress(stage, done, total);
+            }
+        })();
+        // The channel closes here, so the digest thread finishes.
+        drop(tx);
+        let digest = hasher
+            .join()
+            .map_err(|_| file_error("the digest thread failed"))?;
+        Ok((copied?, digest))
+    })
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -272,7 +325,7 @@ pub fn encrypt_file(
         age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
             .map_err(|e| file_error(format!("encrypting: {e}")))?;
     let mut writer = encryptor
-        .wrap_output(WriteBehind::new(out, None).map_err(io(output))?)
+        .wrap_output(WriteBehind::new(out).map_err(io(output))?)
         .map_err(io(output))?;
     writer
         .write_all(format!("{FILE_MAGIC}\n{header_line}\n").as_bytes())
@@ -363,7 +416,7 @@ fn decrypt_into(
             "the file does not decrypt: it was altered, truncated, or is not for this key ({e})"
         ))
     };
-    let source = ReadAhead::new(File::open(input).map_err(io(input))?, None).map_err(io(input))?;
+    let source = BufReader::with_capacity(BUFFER, File::open(input).map_err(io(input))?);
     let decryptor = age::Decryptor::new_buffered(source).map_err(|e| tampered(&e))?;
     let reader = decryptor
         .decrypt(std::iter::once(identity as &dyn age::Identity))
@@ -391,16 +444,18 @@ fn decrypt_into(
         .create_new(true)
         .open(partial)
         .map_err(io(partial))?;
-    let mut writer = WriteBehind::new(out, sha256()).map_err(io(partial))?;
+    // Decryption and writing stay on this thread and the digest goes to another (see
+    // `file_threads` for why encryption differs).
+    let mut writer = std::io::BufWriter::with_capacity(BUFFER, out);
     // Format 2: exactly `size` bytes, then the trailer; format 1: the bytes run to the end.
     let limit = if with_trailer { header.size } else { u64::MAX };
-    let size = copy(
+    let (size, sha256) = copy_digested(
         &mut (&mut reader).take(limit),
         &mut writer,
         (|e| tampered(&e), |e| io(partial)(e)),
         (Stage::Decrypting, header.size, progress),
     )?;
-    let sha256 = digest_hex(writer.finish().map_err(io(partial))?)?;
+    writer.flush().map_err(io(partial))?;
     if with_trailer {
         line.clear();
         (&mut reader)
