@@ -35,7 +35,7 @@ pub struct FilesRun {
 }
 
 /// Timed runs of each side; the report gives the median.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// The middle value (of an odd count), `None` for none.
 fn median(values: &mut [f64]) -> Option<f64> {
