@@ -150,6 +150,15 @@ fn one_stream(work: &Path, plain: &Path, mib: u64) -> anyhow::Result<FilesRun> {
             std::fs::remove_file(&opened_s)?;
             std::fs::remove_file(&sealed_s)?;
         }
+        let last = |v: &[f64]| v.last().map_or("-".to_owned(), |x| format!("{x:.0}"));
+        eprintln!(
+            "escape-load: files round {}: escape encrypt {} decrypt {}, age encrypt {} decrypt {} MiB/s",
+            escape_encrypt.len(),
+            last(&escape_encrypt),
+            last(&escape_decrypt),
+            last(&age_encrypt),
+            last(&age_decrypt)
+        );
     }
     let age_version = age.and_then(|age| {
         Command::new(&age)
