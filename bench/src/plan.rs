@@ -26,7 +26,7 @@ pub struct Sizes {
     pub durable: DurableSpec,
     pub file_mib: u64,
     /// A pause before each system is measured, after the disk's dirty pages are written back
-    /// (see [`settle`]).
+    /// (see [`start_quiet`]).
     #[serde(default)]
     pub settle_ms: u64,
     /// How many times each system runs at half load, taking turns; the run with the median p99

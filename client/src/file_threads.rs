@@ -6,7 +6,7 @@
 //! cipher), and the SHA-256 of the plaintext about as much again. Done in line, they add to
 //! every chunk; on a [`ReadAhead`] or [`WriteBehind`] thread they run while the next chunk is
 //! encrypted, so a stream is bounded by its slowest stage rather than by their sum. The reading
-//! side can digest what it reads, so encryption hashes its plaintext with no thread of its own.
+//! side hashes what it reads, so encryption's digest of its plaintext needs no thread of its own.
 //! (Decryption keeps its reads and writes in line: on threads they showed no gain we could
 //! measure, decryption times on this machine varying up to twofold from one run to the next.)
 //!
@@ -19,7 +19,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 
-use ring::digest::{Context, Digest};
+use ring::digest::{Context, Digest, SHA256};
 
 /// How many bytes pass between the threads at once.
 pub const BUFFER: usize = 1024 * 1024;
@@ -43,7 +43,8 @@ fn join<T>(worker: Option<JoinHandle<io::Result<T>>>) -> io::Result<T> {
     }
 }
 
-/// Reads a file ahead of its consumer, on a second thread (see the module's documentation).
+/// Reads a file ahead of its consumer, and hashes it with SHA-256, on a second thread (see the
+/// module's documentation).
 pub struct ReadAhead {
     current: Vec<u8>,
     start: usize,
@@ -56,8 +57,9 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Starts reading `file`, digesting what it reads if `digest` is given.
-    pub fn new(mut file: File, mut digest: Option<Context>) -> io::Result<Self> {
+    /// Starts reading `file`.
+    pub fn new(mut file: File) -> io::Result<Self> {
+        let mut digest = Context::new(&SHA256);
         let (send_full, full) = sync_channel::<Filled>(IN_FLIGHT);
         let (empty, recycled) = sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
         let worker = std::thread::Builder::new()
@@ -77,11 +79,9 @@ impl ReadAhead {
                         }
                     };
                     if filled == 0 {
-                        return Ok(digest.map(Context::finish));
+                        return Ok(Some(digest.finish()));
                     }
-                    if let Some(digest) = &mut digest {
-                        digest.update(&buffer[..filled]);
-                    }
+                    digest.update(&buffer[..filled]);
                     if send_full.send(Ok((buffer, filled))).is_err() {
                         // The reader was dropped before the end: nothing more is wanted.
                         return Ok(None);
@@ -99,13 +99,15 @@ impl ReadAhead {
         })
     }
 
-    /// Waits for the thread once the file has been read to its end, and returns the digest of
-    /// every byte read, if one was asked for.
-    pub fn finish(mut self) -> io::Result<Option<Digest>> {
+    /// Waits for the thread once the file has been read to its end, and returns the SHA-256 of
+    /// every byte read.
+    pub fn finish(mut self) -> io::Result<Digest> {
         if self.full.is_some() || self.failed {
             return Err(io::Error::other("the file was not read to its end"));
         }
-        join(self.worker.take())
+        // The thread returns no digest only when the reader went away first, which `self`
+        // being here rules out.
+        join(self.worker.take())?.ok_or_else(stopped)
     }
 }
 
@@ -265,7 +267,6 @@ impl Drop for WriteBehind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ring::digest::SHA256;
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 % 251) as u8).collect()
@@ -284,11 +285,7 @@ mod tests {
         writer.finish().expect("finish");
         assert_eq!(std::fs::read(&path).expect("read back"), bytes);
 
-        let mut reader = ReadAhead::new(
-            File::open(&path).expect("open"),
-            Some(Context::new(&SHA256)),
-        )
-        .expect("start");
+        let mut reader = ReadAhead::new(File::open(&path).expect("open")).expect("start");
         let mut read = Vec::new();
         let mut piece = vec![0; 50_003];
         loop {
@@ -299,7 +296,7 @@ mod tests {
             read.extend_from_slice(&piece[..n]);
         }
         assert_eq!(read, bytes);
-        let digest = reader.finish().expect("finish").expect("digest");
+        let digest = reader.finish().expect("finish");
         assert_eq!(
             digest.as_ref(),
             ring::digest::digest(&SHA256, &bytes).as_ref()
@@ -334,7 +331,7 @@ mod tests {
         // A file opened write-only: the first read on the thread fails.
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("write-only");
-        let mut reader = ReadAhead::new(File::create(&path).expect("create"), None).expect("start");
+        let mut reader = ReadAhead::new(File::create(&path).expect("create")).expect("start");
         let mut piece = [0u8; 16];
         let error = reader
             .read(&mut piece)
@@ -358,7 +355,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("in");
         std::fs::write(&path, pattern(BUFFER * (IN_FLIGHT + 4))).expect("start");
-        let mut reader = ReadAhead::new(File::open(&path).expect("open"), None).expect("start");
+        let mut reader = ReadAhead::new(File::open(&path).expect("open")).expect("start");
         let mut piece = [0u8; 16];
         reader.read_exact(&mut piece).expect("read");
         // Dropping joins the thread, which is blocked handing over a buffer: this returns only

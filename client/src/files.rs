@@ -237,17 +237,6 @@ fn copy(
     }
 }
 
-fn sha256() -> Option<ring::digest::Context> {
-    Some(ring::digest::Context::new(&ring::digest::SHA256))
-}
-
-/// The digest a file thread was asked to compute.
-fn digest_hex(digest: Option<ring::digest::Digest>) -> Result<String, ClientError> {
-    digest
-        .map(|d| hex(d.as_ref()))
-        .ok_or_else(|| file_error("the file's digest was not computed"))
-}
-
 /// Copies `reader` to `writer` in chunks, reporting `stage` against `total`, and returns how
 /// many bytes it copied and their SHA-256. The digest is computed on a second thread while the
 /// copy (decryption) goes on, so it costs no time on a machine with two cores.
@@ -330,14 +319,14 @@ pub fn encrypt_file(
     writer
         .write_all(format!("{FILE_MAGIC}\n{header_line}\n").as_bytes())
         .map_err(io(output))?;
-    let mut reader = ReadAhead::new(source, sha256()).map_err(io(input))?;
+    let mut reader = ReadAhead::new(source).map_err(io(input))?;
     let done = copy(
         &mut reader,
         &mut writer,
         (|e| io(input)(e), |e| io(output)(e)),
         (Stage::Encrypting, size, progress),
     )?;
-    let sha256 = digest_hex(reader.finish().map_err(io(input))?)?;
+    let sha256 = hex(reader.finish().map_err(io(input))?.as_ref());
     if done != size {
         return Err(file_error(format!(
             "{} changed while it was being encrypted",
