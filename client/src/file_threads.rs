@@ -2,8 +2,8 @@
 //! traffic instead of between it.
 //!
 //! Copying a buffer from or into the kernel's page cache costs about half as much as the
-//! cipher on it (measured on the encryption path: 21 % of its time against 31 % for the
-//! cipher), and the SHA-256 of the plaintext about as much again. Done in line, they add to
+//! cipher on it, and the SHA-256 of the plaintext about as much again (a profile of
+//! `escape-load files`, the benchmark's file workload, shows the split). Done in line, they add to
 //! every chunk; on a [`ReadAhead`] or [`WriteBehind`] thread they run while the next chunk is
 //! encrypted, so a stream is bounded by its slowest stage rather than by their sum. The reading
 //! side hashes what it reads, so encryption's digest of its plaintext needs no thread of its own.

@@ -22,7 +22,12 @@ use escape_proto::{Body, ClientFrame, ProfileBundle, RoomName, ServerFrame};
 const ROOMS: usize = 10;
 /// Messages per second into each room.
 const RATE: u64 = 5;
-const STEP: Duration = Duration::from_secs(60);
+/// How long the followers have, after the load, to receive what is still on its way.
+const DRAIN: Duration = Duration::from_secs(60);
+/// How often the server's memory is read during the load.
+const SAMPLE: Duration = Duration::from_millis(250);
+/// A long run prints one reading per this much load and checks against its half-way reading.
+const READING: Duration = Duration::from_secs(60);
 /// How often a follower pings (a quiet client's keep-alive).
 const PING: Duration = Duration::from_secs(30);
 
@@ -150,7 +155,7 @@ async fn a_thousand_clients_lose_nothing_and_memory_stays_flat() {
     let mut samples = Vec::new();
     let load_started = Instant::now();
     while load_started.elapsed() < load {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(SAMPLE).await;
         samples.push(rss_kib(pid));
     }
     let mut sent = Vec::new();
@@ -159,7 +164,7 @@ async fn a_thousand_clients_lose_nothing_and_memory_stays_flat() {
     }
 
     // Every follower gets every message of its room.
-    let deadline = Instant::now() + STEP;
+    let deadline = Instant::now() + DRAIN;
     loop {
         let missing: u64 = (0..clients)
             .map(|i| sent[i % ROOMS].saturating_sub(received[i].load(Ordering::Relaxed)))
@@ -184,17 +189,18 @@ async fn a_thousand_clients_lose_nothing_and_memory_stays_flat() {
     let first = samples.first().copied().unwrap_or(idle);
     let peak = samples.iter().copied().max().unwrap_or(idle);
     let last = samples.last().copied().unwrap_or(idle);
-    let long = load >= STEP;
+    let long = load >= READING;
     let steady = if long {
         samples.get(samples.len() / 2).copied().unwrap_or(first)
     } else {
         first
     };
-    // One reading a minute in a long run, every one (250 ms apart) in a short one.
+    // One reading a minute in a long run, every one in a short one.
+    let per_reading = (READING.as_millis() / SAMPLE.as_millis()) as usize;
     let readings: Vec<u64> = samples
         .iter()
         .copied()
-        .step_by(if long { 240 } else { 1 })
+        .step_by(if long { per_reading } else { 1 })
         .collect();
     eprintln!(
         "{clients} clients connected and subscribed in {connected_in:?}; server RSS {before} KiB before, \

@@ -117,7 +117,7 @@ fn one_stream(work: &Path, plain: &Path, mib: u64) -> anyhow::Result<FilesRun> {
     let sealed_s = path(&work.join("cli.age"))?;
     let opened_s = path(&work.join("cli.out"))?;
     // Rounds taking turns, and the median of each side: one run on a shared disk and two
-    // cores varies by a fifth from the next.
+    // cores can differ from the next by a third, for either side (each round is logged).
     let (mut escape_encrypt, mut escape_decrypt) = (Vec::new(), Vec::new());
     let (mut age_encrypt, mut age_decrypt) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
