@@ -346,13 +346,9 @@ impl Rooms {
         // callers race here, the first to insert wins and both use its log; the value they read
         // is the same, since appends need the log first.
         let last = self.newest(room)?;
-        // Retention may have deleted the newest messages too: the recorded last sequence keeps
+        // Retention may have deleted the newest messages too: the sequence it recorded keeps
         // numbers from ever being handed out twice.
-        let recorded: u64 = match self.store.get(&keys::room_last(room))? {
-            Some(bytes) => value::decode(&keys::room_last(room), &bytes)?,
-            None => 0,
-        };
-        let last = last.max(recorded);
+        let last = last.max(self.recorded_last(room)?);
         let log = Arc::new(RoomLog {
             last: Mutex::new(last),
             durable: Arc::new(DurableHead::new(last)),
@@ -360,6 +356,15 @@ impl Rooms {
         });
         let mut logs = self.logs.lock().map_err(|_| lock_poisoned())?;
         Ok(logs.entry(room.clone()).or_insert(log).clone())
+    }
+
+    /// The newest sequence retention deleted from a room (0 when it deleted none).
+    fn recorded_last(&self, room: &RoomName) -> Result<u64, ApiError> {
+        let key = keys::room_last(room);
+        Ok(match self.store.get(&key)? {
+            Some(bytes) => value::decode(&key, &bytes)?,
+            None => 0,
+        })
     }
 
     /// The sequence of a room's newest stored message (0 for none), whose client message id is
@@ -601,10 +606,18 @@ impl Rooms {
                             .map(|_| k)
                     })
                     .collect();
-                if old.is_empty() {
+                let Some(newest_deleted) = old.last().and_then(|k| keys::seq_of_message_key(k))
+                else {
                     break;
-                }
+                };
+                // In the same atomic batch: once the newest messages are gone, this record
+                // is what keeps their sequences from being handed out again (see `log`).
+                let recorded = self.recorded_last(&record.name)?;
                 let mut batch = Batch::default();
+                batch.put(
+                    keys::room_last(&record.name),
+                    value::encode(&recorded.max(newest_deleted))?,
+                );
                 for k in &old {
                     batch.delete(k.clone());
                 }
@@ -830,13 +843,12 @@ impl Rooms {
         let stored = value::encode(&event)?;
         let size = stored.len();
         // In this order and not atomically: a crash may keep the message without its client id
-        // record, which opening the room mends (see `newest`), and the last sequence is
-        // also found from the messages themselves.
+        // record, which opening the room mends (see `newest`). The room's last sequence is
+        // found from the messages themselves (retention records it before deleting any).
         let mut batch = Batch::in_order();
         batch
             .put(keys::message(room, seq), stored)
-            .put(idempotency_key, value::encode(&seq)?)
-            .put(keys::room_last(room), value::encode(&seq)?);
+            .put(idempotency_key, value::encode(&seq)?);
         if let Err(e) = self.store.apply(batch) {
             // Part of it may be written: go on from what is stored, as opening the room does,
             // so that the next append never reuses a sequence a record already points to.

@@ -221,7 +221,8 @@ pub fn alert_acks_prefix(id: &str) -> Vec<u8> {
     join(&[b"alert-ack/", id.as_bytes(), b"/"])
 }
 
-/// The last sequence a room handed out (kept when retention deletes its messages).
+/// The newest sequence retention deleted from a room: once a room's newest messages are gone,
+/// it keeps their sequences from being handed out again.
 pub fn room_last(room: &RoomName) -> Vec<u8> {
     join(&[b"room-last/", room.as_str().as_bytes()])
 }
