@@ -7,13 +7,20 @@
 //! ([`keys::affects_access`]); a subscription keeps what it read while the epoch stays where
 //! it was when it read, and reads again before the next event it delivers once it moved.
 //!
+//! The same count lets the store itself keep the values of those keys it has read: every
+//! request reads its member's record, the room's record and the membership again (attributes
+//! and status are decided afresh each time), and answering those from memory spares a lookup
+//! and an unsealing each. The kept values are dropped as soon as the epoch moves.
+//!
 //! Invariant: the epoch moves after the write is applied, and readers take it before they
 //! read. A reader that races a write therefore holds either the old epoch (and reads again on
 //! its next batch) or the new one with the new values; it never keeps old values under the new
-//! epoch.
+//! epoch. The store's own kept values follow the same rule: a value read under epoch `e` is
+//! kept only while the epoch is still `e`, and is given out only while it still is.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::{Batch, Entry, Order, Range, Store, StoreError, Swap, Write, keys};
 
@@ -31,19 +38,61 @@ impl Epoch {
     }
 }
 
-/// A store that moves an [`Epoch`] after writes to access-deciding keys.
+/// A store that moves an [`Epoch`] after writes to access-deciding keys, and answers reads of
+/// those keys from memory while it has not moved.
+///
+/// Every write to the inner store must go through this one, or the values it keeps go stale.
 #[derive(Debug)]
 pub struct EpochStore {
     inner: Arc<dyn Store>,
     epoch: Epoch,
+    kept: Mutex<Kept>,
 }
+
+/// Access-deciding values read under one epoch (`None`: the key was absent).
+#[derive(Debug, Default)]
+struct Kept {
+    epoch: u64,
+    values: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// Most values kept at once: far more than the members and rooms active at any moment; when
+/// full, everything is dropped and read again.
+const MAX_KEPT: usize = 16_384;
 
 impl EpochStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
         Self {
             inner,
             epoch: Epoch::default(),
+            kept: Mutex::default(),
         }
+    }
+
+    /// The value kept for `key` under the current epoch, if any.
+    fn kept(&self, key: &[u8], epoch: u64) -> Option<Option<Vec<u8>>> {
+        let kept = self.kept.lock().ok()?;
+        if kept.epoch != epoch {
+            return None;
+        }
+        kept.values.get(key).cloned()
+    }
+
+    /// Keeps what was read under `epoch` unless a write has moved it since.
+    fn keep(&self, key: &[u8], value: &Option<Vec<u8>>, epoch: u64) {
+        let Ok(mut kept) = self.kept.lock() else {
+            return;
+        };
+        // Checked under the lock, after the read: a reader that raced a write keeps nothing,
+        // so it cannot set the kept values back to the epoch before that write.
+        if self.epoch.now() != epoch {
+            return;
+        }
+        if kept.epoch != epoch || kept.values.len() >= MAX_KEPT {
+            kept.values.clear();
+            kept.epoch = epoch;
+        }
+        kept.values.insert(key.to_vec(), value.clone());
     }
 
     pub fn epoch(&self) -> Epoch {
@@ -53,7 +102,17 @@ impl EpochStore {
 
 impl Store for EpochStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
+        if !keys::affects_access(key) {
+            return self.inner.get(key);
+        }
+        // Taken before reading, as every reader of the epoch does.
+        let epoch = self.epoch.now();
+        if let Some(value) = self.kept(key, epoch) {
+            return Ok(value);
+        }
+        let value = self.inner.get(key)?;
+        self.keep(key, &value, epoch);
+        Ok(value)
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
@@ -133,5 +192,116 @@ mod tests {
             assert_eq!(epoch.now(), i as u64 * 3 + 3, "delete {key:?}");
         }
         assert_eq!(store.get(&keys::room(&room)).expect("get"), None);
+    }
+
+    fn alice() -> Vec<u8> {
+        keys::member(&MemberId::parse("alice").expect("member"))
+    }
+
+    #[test]
+    fn access_deciding_values_are_read_once_until_the_epoch_moves() {
+        let inner = Arc::new(MemoryStore::new());
+        let store = EpochStore::new(inner.clone());
+        let room = RoomName::parse("ops").expect("room");
+        store.put(&alice(), b"v1").expect("put");
+        store.put(&keys::message(&room, 1), b"m1").expect("put");
+        assert_eq!(
+            store.get(&alice()).expect("get").as_deref(),
+            Some(&b"v1"[..])
+        );
+        assert_eq!(store.get(b"member/bob").expect("get"), None);
+
+        // Written behind its back (which no component does): the kept values are still given.
+        inner.put(&alice(), b"behind").expect("put");
+        inner.put(b"member/bob", b"behind").expect("put");
+        inner.put(&keys::message(&room, 1), b"m2").expect("put");
+        assert_eq!(
+            store.get(&alice()).expect("get").as_deref(),
+            Some(&b"v1"[..])
+        );
+        assert_eq!(store.get(b"member/bob").expect("get"), None);
+        // Other keys are always read from the store.
+        assert_eq!(
+            store.get(&keys::message(&room, 1)).expect("get").as_deref(),
+            Some(&b"m2"[..])
+        );
+
+        // Any access-deciding write through it drops them all.
+        store
+            .put(
+                &keys::room_member(&room, &MemberId::parse("carol").expect("member")),
+                b"1",
+            )
+            .expect("put");
+        assert_eq!(
+            store.get(&alice()).expect("get").as_deref(),
+            Some(&b"behind"[..])
+        );
+        assert_eq!(
+            store.get(b"member/bob").expect("get").as_deref(),
+            Some(&b"behind"[..])
+        );
+    }
+
+    /// A store whose next read races a write of the same key: the write lands and moves the
+    /// epoch after the read took its value.
+    #[derive(Debug)]
+    struct RacedRead {
+        store: MemoryStore,
+        epoch: Mutex<Option<Epoch>>,
+    }
+
+    impl Store for RacedRead {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            let read = self.store.get(key)?;
+            if let Some(epoch) = self.epoch.lock().expect("lock").take() {
+                self.store.put(key, b"new")?;
+                epoch.advance();
+            }
+            Ok(read)
+        }
+        fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+            self.store.apply(batch)
+        }
+        fn compare_and_swap(
+            &self,
+            key: &[u8],
+            expected: Option<&[u8]>,
+            new: Option<&[u8]>,
+        ) -> Result<Swap, StoreError> {
+            self.store.compare_and_swap(key, expected, new)
+        }
+        fn scan(
+            &self,
+            range: &Range,
+            order: Order,
+            limit: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.store.scan(range, order, limit)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_value_read_while_a_write_moved_the_epoch_is_not_kept() {
+        let inner = Arc::new(RacedRead {
+            store: MemoryStore::new(),
+            epoch: Mutex::new(None),
+        });
+        let store = EpochStore::new(inner.clone());
+        store.put(&alice(), b"old").expect("put");
+        *inner.epoch.lock().expect("lock") = Some(store.epoch());
+        // This read returns what it read before the write...
+        assert_eq!(
+            store.get(&alice()).expect("get").as_deref(),
+            Some(&b"old"[..])
+        );
+        // ...and the next one does not get it again.
+        assert_eq!(
+            store.get(&alice()).expect("get").as_deref(),
+            Some(&b"new"[..])
+        );
     }
 }
