@@ -105,6 +105,13 @@ impl ClientRequest {
     /// Decodes one frame sent by a peer. Each failure names its cause with a code, and
     /// carries the request id whenever it could be read, so the client can match the error.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        // Well-formed frames, nearly all of them, are read in one pass; anything this refuses
+        // is read again below only to say exactly why.
+        if let Ok(request) = serde_json::from_str::<Self>(text)
+            && request.is_well_formed()
+        {
+            return Ok(request);
+        }
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError {
             code: ErrorCode::MalformedJson,
             message: format!("frame is not valid JSON: {e}"),
@@ -160,15 +167,32 @@ impl ClientRequest {
         }
         let request: Self = serde_json::from_value(value)
             .map_err(|e| DecodeError::invalid(id.clone(), e.to_string()))?;
-        if let ClientFrame::Send { client_msg_id, .. } = &request.frame
-            && (client_msg_id.is_empty() || client_msg_id.len() > MAX_ID_LEN)
-        {
+        if !request.client_msg_id_is_well_formed() {
             return Err(DecodeError::invalid(
                 id,
                 format!("\"client_msg_id\" must be 1 to {MAX_ID_LEN} bytes"),
             ));
         }
         Ok(request)
+    }
+
+    /// Every rule [`ClientRequest::decode`] checks beyond the frame's shape.
+    fn is_well_formed(&self) -> bool {
+        self.v == PROTOCOL_VERSION
+            && self
+                .id
+                .as_ref()
+                .is_none_or(|id| !id.is_empty() && id.len() <= MAX_ID_LEN)
+            && self.client_msg_id_is_well_formed()
+    }
+
+    fn client_msg_id_is_well_formed(&self) -> bool {
+        match &self.frame {
+            ClientFrame::Send { client_msg_id, .. } => {
+                !client_msg_id.is_empty() && client_msg_id.len() <= MAX_ID_LEN
+            }
+            _ => true,
+        }
     }
 
     pub fn encode(&self) -> String {
@@ -442,8 +466,28 @@ mod tests {
                 None,
             ),
         ];
+        // Frames serde alone would take: the rules beyond their shape still refuse them.
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        let shaped_but_refused = [
+            (r#"{"v":1,"id":"","type":"ping"}"#.to_owned(), None),
+            (format!(r#"{{"v":1,"id":"{long}","type":"ping"}}"#), None),
+            (
+                format!(
+                    r#"{{"v":1,"id":"9","type":"send","room":"ops","client_msg_id":"{long}","body":{{"kind":"text","text":"x"}}}}"#
+                ),
+                Some("9"),
+            ),
+        ];
+        let cases = cases
+            .into_iter()
+            .map(|(text, code, id)| (text.to_owned(), code, id))
+            .chain(
+                shaped_but_refused
+                    .into_iter()
+                    .map(|(text, id)| (text, ErrorCode::InvalidFrame, id)),
+            );
         for (text, code, id) in cases {
-            let err = ClientRequest::decode(text).expect_err(text);
+            let err = ClientRequest::decode(&text).expect_err(&text);
             assert_eq!(err.code, code, "{text}: {err}");
             assert_eq!(err.id.as_deref(), id, "{text}");
             assert!(!err.message.is_empty());
