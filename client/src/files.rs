@@ -239,7 +239,9 @@ fn copy(
 
 /// Copies `reader` to `writer` in chunks, reporting `stage` against `total`, and returns how
 /// many bytes it copied and their SHA-256. The digest is computed on a second thread while the
-/// copy (decryption) goes on, so it costs no time on a machine with two cores.
+/// copy (decryption) goes on, so it costs no time on a machine with two cores. That thread
+/// hands each chunk back once hashed, so the copy reuses a few buffers instead of asking the
+/// allocator for a fresh mebibyte (and the kernel for fresh pages) every time.
 fn copy_digested(
     reader: &mut impl Read,
     writer: &mut impl Write,
@@ -251,18 +253,23 @@ fn copy_digested(
 ) -> Result<(u64, String), ClientError> {
     let (read_error, write_error) = errors;
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(16);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let (hashed, recycled) = std::sync::mpsc::sync_channel::<Vec<u8>>(17);
         let hasher = scope.spawn(move || {
             let mut context = ring::digest::Context::new(&ring::digest::SHA256);
             for chunk in rx {
                 context.update(&chunk);
+                let _ = hashed.try_send(chunk);
             }
             hex(context.finish().as_ref())
         });
         let copied = (|| {
             let mut done = 0u64;
             loop {
-                let mut chunk = Vec::with_capacity(CHUNK);
+                let mut chunk = recycled
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                chunk.clear();
                 (&mut *reader)
                     .take(CHUNK as u64)
                     .read_to_end(&mut chunk)
@@ -272,7 +279,6 @@ fn copy_digested(
                 }
                 writer.write_all(&chunk).map_err(&write_error)?;
                 done += chunk.len() as u64;
-                let chunk = Arc::new(chunk);
                 tx.send(chunk)
                     .map_err(|_| file_error("the digest thread stopped"))?;
                 progress(stage, done, total);
