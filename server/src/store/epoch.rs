@@ -54,11 +54,14 @@ pub struct EpochStore {
 struct Kept {
     epoch: u64,
     values: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Bytes of keys and values held.
+    bytes: usize,
 }
 
-/// Most values kept at once: far more than the members and rooms active at any moment; when
-/// full, everything is dropped and read again.
-const MAX_KEPT: usize = 16_384;
+/// Most bytes kept at once: room for the records of thousands of members and rooms (a room's
+/// record grows with its invitations, up to a few hundred KiB). When full, everything is
+/// dropped and read again.
+const MAX_KEPT_BYTES: usize = 8 * 1024 * 1024;
 
 impl EpochStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
@@ -88,11 +91,15 @@ impl EpochStore {
         if self.epoch.now() != epoch {
             return;
         }
-        if kept.epoch != epoch || kept.values.len() >= MAX_KEPT {
+        let size = key.len() + value.as_ref().map_or(0, Vec::len);
+        if kept.epoch != epoch || kept.bytes + size > MAX_KEPT_BYTES {
             kept.values.clear();
+            kept.bytes = 0;
             kept.epoch = epoch;
         }
-        kept.values.insert(key.to_vec(), value.clone());
+        if size <= MAX_KEPT_BYTES && kept.values.insert(key.to_vec(), value.clone()).is_none() {
+            kept.bytes += size;
+        }
     }
 
     pub fn epoch(&self) -> Epoch {
@@ -303,5 +310,27 @@ mod tests {
             store.get(&alice()).expect("get").as_deref(),
             Some(&b"new"[..])
         );
+    }
+
+    #[test]
+    fn what_is_kept_stays_within_its_budget() {
+        let inner = Arc::new(MemoryStore::new());
+        let store = EpochStore::new(inner.clone());
+        let big = vec![1u8; MAX_KEPT_BYTES / 2 + 1];
+        let (a, b) = (b"member/a".to_vec(), b"member/b".to_vec());
+        inner.put(&a, &big).expect("put");
+        inner.put(&b, &big).expect("put");
+        store.get(&a).expect("get");
+        // Both do not fit: keeping b's value drops a's.
+        store.get(&b).expect("get");
+        inner.put(&a, b"changed").expect("put");
+        inner.put(&b, b"changed").expect("put");
+        assert_eq!(
+            store.get(&a).expect("get").as_deref(),
+            Some(&b"changed"[..])
+        );
+        assert_eq!(store.get(&b).expect("get"), Some(big));
+        let kept = store.kept.lock().expect("lock");
+        assert!(kept.bytes <= MAX_KEPT_BYTES, "{} bytes kept", kept.bytes);
     }
 }
