@@ -978,59 +978,8 @@ mod tests {
     use crate::gate::{Deployment, Gate};
     use crate::identity::Principal;
     use crate::registry::Registry;
-    use crate::store::{Entry, MemoryStore, Write};
+    use crate::store::MemoryStore;
     use escape_proto::Member;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    /// A memory store whose next in-order batch stops with an error after its first write, as a
-    /// full disk would.
-    #[derive(Debug, Default)]
-    struct FailsMidBatch {
-        inner: MemoryStore,
-        fail_next: AtomicBool,
-    }
-
-    impl Store for FailsMidBatch {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(key)
-        }
-
-        fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-            if !(batch.is_in_order() && self.fail_next.swap(false, Ordering::SeqCst)) {
-                return self.inner.apply(batch);
-            }
-            let mut first = Batch::default();
-            match batch.into_writes().into_iter().next() {
-                Some(Write::Put(key, value)) => first.put(key, value),
-                Some(Write::Delete(key)) => first.delete(key),
-                None => &mut first,
-            };
-            self.inner.apply(first)?;
-            Err(StoreError::Backend("no space left on device".into()))
-        }
-
-        fn compare_and_swap(
-            &self,
-            key: &[u8],
-            expected: Option<&[u8]>,
-            new: Option<&[u8]>,
-        ) -> Result<Swap, StoreError> {
-            self.inner.compare_and_swap(key, expected, new)
-        }
-
-        fn scan(
-            &self,
-            range: &Range,
-            order: Order,
-            limit: usize,
-        ) -> Result<Vec<Entry>, StoreError> {
-            self.inner.scan(range, order, limit)
-        }
-
-        fn flush(&self) -> Result<(), StoreError> {
-            self.inner.flush()
-        }
-    }
 
     fn setup() -> (Gate, Rooms, Principal) {
         setup_on(Arc::new(MemoryStore::new()))
@@ -1090,10 +1039,10 @@ mod tests {
 
     #[tokio::test]
     async fn after_an_append_that_failed_half_written_no_sequence_is_handed_out_twice() {
-        let store = Arc::new(FailsMidBatch::default());
+        let store = Arc::new(MemoryStore::new());
         let (gate, rooms, principal) = setup_on(store.clone());
         let send = open_room(&gate, &rooms, &principal);
-        store.fail_next.store(true, Ordering::SeqCst);
+        store.cut_next_in_order_batch();
         // The message is written, its client id record is not, and the sender is told it failed.
         rooms
             .append(&send, "c1".to_owned(), Body::text("first"))

@@ -250,56 +250,17 @@ mod tests {
         );
     }
 
-    /// A store whose next read races a write of the same key: the write lands and moves the
-    /// epoch after the read took its value.
-    #[derive(Debug)]
-    struct RacedRead {
-        store: MemoryStore,
-        epoch: Mutex<Option<Epoch>>,
-    }
-
-    impl Store for RacedRead {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            let read = self.store.get(key)?;
-            if let Some(epoch) = self.epoch.lock().expect("lock").take() {
-                self.store.put(key, b"new")?;
-                epoch.advance();
-            }
-            Ok(read)
-        }
-        fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-            self.store.apply(batch)
-        }
-        fn compare_and_swap(
-            &self,
-            key: &[u8],
-            expected: Option<&[u8]>,
-            new: Option<&[u8]>,
-        ) -> Result<Swap, StoreError> {
-            self.store.compare_and_swap(key, expected, new)
-        }
-        fn scan(
-            &self,
-            range: &Range,
-            order: Order,
-            limit: usize,
-        ) -> Result<Vec<Entry>, StoreError> {
-            self.store.scan(range, order, limit)
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_value_read_while_a_write_moved_the_epoch_is_not_kept() {
-        let inner = Arc::new(RacedRead {
-            store: MemoryStore::new(),
-            epoch: Mutex::new(None),
-        });
+        let inner = Arc::new(MemoryStore::new());
         let store = EpochStore::new(inner.clone());
         store.put(&alice(), b"old").expect("put");
-        *inner.epoch.lock().expect("lock") = Some(store.epoch());
+        let (writer, epoch) = (inner.clone(), store.epoch());
+        // A write lands, and moves the epoch, after the next read took its value.
+        inner.after_next_get(move || {
+            writer.put(&alice(), b"new").expect("put");
+            epoch.advance();
+        });
         // This read returns what it read before the write...
         assert_eq!(
             store.get(&alice()).expect("get").as_deref(),

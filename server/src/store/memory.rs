@@ -1,18 +1,51 @@
-//! An in-memory [`Store`] for unit tests: the same semantics as the embedded store, no durability.
+//! An in-memory [`Store`] for unit tests: the same semantics as the embedded store, no durability,
+//! and the faults a test needs to arrange (a write cut off half-way, a write racing a read).
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use super::{Batch, Entry, Order, Range, Store, StoreError, Swap, Write};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    faults: Mutex<Faults>,
+}
+
+/// Faults a test arranged; each happens once.
+#[derive(Default)]
+struct Faults {
+    cut_next_in_order_batch: bool,
+    after_next_get: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faults")
+            .field("cut_next_in_order_batch", &self.cut_next_in_order_batch)
+            .field("after_next_get", &self.after_next_get.is_some())
+            .finish()
+    }
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The next in-order batch stops with an error after its first write, as a full disk would.
+    pub fn cut_next_in_order_batch(&self) {
+        if let Ok(mut faults) = self.faults.lock() {
+            faults.cut_next_in_order_batch = true;
+        }
+    }
+
+    /// Runs `then` once the next read has taken its value and before it returns, as a write
+    /// racing that read would.
+    pub fn after_next_get(&self, then: impl FnOnce() + Send + 'static) {
+        if let Ok(mut faults) = self.faults.lock() {
+            faults.after_next_get = Some(Box::new(then));
+        }
     }
 }
 
@@ -22,10 +55,28 @@ fn poisoned() -> StoreError {
 
 impl Store for MemoryStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.map.read().map_err(|_| poisoned())?.get(key).cloned())
+        let value = self.map.read().map_err(|_| poisoned())?.get(key).cloned();
+        let racing = self
+            .faults
+            .lock()
+            .map_err(|_| poisoned())?
+            .after_next_get
+            .take();
+        if let Some(racing) = racing {
+            racing();
+        }
+        Ok(value)
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let cut = batch.is_in_order()
+            && std::mem::take(
+                &mut self
+                    .faults
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .cut_next_in_order_batch,
+            );
         let mut map = self.map.write().map_err(|_| poisoned())?;
         for write in batch.into_writes() {
             match write {
@@ -35,6 +86,9 @@ impl Store for MemoryStore {
                 Write::Delete(k) => {
                     map.remove(&k);
                 }
+            }
+            if cut {
+                return Err(StoreError::Backend("no space left on device".into()));
             }
         }
         Ok(())
