@@ -83,6 +83,14 @@ const CLIENT_FRAME_TYPES: &[&str] = &[
     "ping",
 ];
 
+/// A frame's `type` as its text spells it. Decoding the frame alone would also take a variant's
+/// position (`"type": 6`) for its name; this reads the string itself.
+#[derive(Deserialize)]
+struct Tag<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
 /// A client frame in its envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRequest {
@@ -109,6 +117,7 @@ impl ClientRequest {
         // is read again below only to say exactly why.
         if let Ok(request) = serde_json::from_str::<Self>(text)
             && request.is_well_formed()
+            && serde_json::from_str::<Tag>(text).is_ok_and(|tag| tag.kind == request.frame.kind())
         {
             return Ok(request);
         }
@@ -464,6 +473,12 @@ mod tests {
                 r#"{"v":1,"id":7,"type":"ping"}"#,
                 ErrorCode::InvalidFrame,
                 None,
+            ),
+            // A variant's position is not its name.
+            (
+                r#"{"v":1,"id":"9","type":6}"#,
+                ErrorCode::InvalidFrame,
+                Some("9"),
             ),
         ];
         // Frames serde alone would take: the rules beyond their shape still refuse them.
