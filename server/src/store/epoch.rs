@@ -97,8 +97,11 @@ impl EpochStore {
             kept.bytes = 0;
             kept.epoch = epoch;
         }
-        if size <= MAX_KEPT_BYTES && kept.values.insert(key.to_vec(), value.clone()).is_none() {
+        if size <= MAX_KEPT_BYTES {
             kept.bytes += size;
+            if let Some(old) = kept.values.insert(key.to_vec(), value.clone()) {
+                kept.bytes -= key.len() + old.map_or(0, |v| v.len());
+            }
         }
     }
 
