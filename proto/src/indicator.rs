@@ -273,14 +273,14 @@ pub fn normalise(kind: ObservableType, value: &str) -> Result<String, FieldError
     if v.is_empty() {
         return Err(field_error("value", "empty"));
     }
-    if v.len() > 2048 {
+    if v.len() > MAX_VALUE_BYTES {
         return Err(field_error("value", "longer than 2048 bytes"));
     }
     if v.chars().any(char::is_control) {
         return Err(field_error("value", "contains control characters"));
     }
     let bad = |why: &str| field_error("value", format!("not a valid {kind}: {why}"));
-    match kind {
+    let normal = match kind {
         ObservableType::Ipv4 => v
             .parse::<Ipv4Addr>()
             .map(|a| a.to_string())
@@ -343,8 +343,18 @@ pub fn normalise(kind: ObservableType, value: &str) -> Result<String, FieldError
                 .map(|n| format!("AS{n}"))
                 .map_err(|_| bad("expected AS followed by a number up to 4294967295"))
         }
+    }?;
+    // The normal form can be longer than what was typed (an international host in its
+    // ASCII form, a path's characters percent-encoded); it must pass the same bound, or a
+    // value accepted once would be refused when checked again.
+    if normal.len() > MAX_VALUE_BYTES {
+        return Err(bad("longer than 2048 bytes once normalised"));
     }
+    Ok(normal)
 }
+
+/// The longest indicator value, typed or normalised.
+const MAX_VALUE_BYTES: usize = 2048;
 
 fn hash(v: &str, len: usize) -> Result<String, String> {
     if v.len() == len && v.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -365,6 +375,10 @@ fn normalise_domain(v: &str) -> Result<String, String> {
         Ok(_) => return Err("an IP address, not a domain".into()),
         Err(e) => return Err(e.to_string()),
     };
+    // The bound is on the name as DNS carries it, which an international name can exceed.
+    if ascii.len() > 253 {
+        return Err("a domain is at most 253 characters in its ASCII (punycode) form".into());
+    }
     let labels: Vec<&str> = ascii.split('.').collect();
     if labels.len() < 2 {
         return Err("a domain has at least two labels (example.org)".into());
@@ -643,6 +657,21 @@ mod tests {
             let err = normalise(kind, value).expect_err(value);
             assert_eq!(err.field, "value");
             assert!(!err.reason.is_empty());
+        }
+        // Within the bounds as typed, over them once normalised: refused, so that every value
+        // accepted normalises to itself (the fuzz target's property).
+        let international = ["äaöbücéd"; 19].join(".") + ".org";
+        assert!(international.len() <= 253);
+        let encoded_path = format!("http://example.org/{}", "é".repeat(1000));
+        assert!(encoded_path.len() <= MAX_VALUE_BYTES);
+        for (kind, value, why) in [
+            (Domain, international.clone(), "punycode"),
+            (Email, format!("a@{international}"), "punycode"),
+            (Url, encoded_path, "once normalised"),
+        ] {
+            let err = normalise(kind, &value).expect_err(&value);
+            assert_eq!(err.field, "value");
+            assert!(err.reason.contains(why), "{kind:?}: {}", err.reason);
         }
     }
 
