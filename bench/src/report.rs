@@ -143,13 +143,17 @@ fn blocks(r: &Results, plots: &str) -> BTreeMap<&'static str, String> {
         |d| {
             format!(
                 "| connections × in flight | acked messages/s | ack p50 | ack p99 | disk fsyncs/s (4 KiB) | ratio |\n\
-                 |---|---:|---:|---:|---:|---:|\n| {} × {} | {} | {:.2} ms | {:.2} ms | {} | {:.1}× |\n{}",
+                 |---|---:|---:|---:|---:|---:|\n| {} × {} | {} | {:.2} ms | {:.2} ms | {}{} | {:.1}× |\n{}",
                 d.spec.connections,
                 d.spec.in_flight,
                 int(d.acked_per_s),
                 d.ack_latency.p50_ms,
                 d.ack_latency.p99_ms,
                 int(d.fsyncs_per_s),
+                match d.fsync_probes.as_slice() {
+                    [before, after] => format!(" (before {}, after {})", int(*before), int(*after)),
+                    _ => String::new(),
+                },
                 d.ratio_to_fsync,
                 if d.errors.is_empty() { String::new() } else { format!("\nErrors: {}\n", d.errors.join("; ")) }
             )

@@ -101,6 +101,11 @@ fn every_workload_runs_against_every_installed_system() {
     assert!(number(&r, "/durable/acked") > 0.0);
     assert_eq!(r["durable"]["errors"], Value::Array(Vec::new()));
     assert!(number(&r, "/durable/fsyncs_per_s") > 0.0);
+    assert!(
+        number(&r, "/durable/fsync_probes/0") > 0.0,
+        "probed before the run"
+    );
+    assert!(number(&r, "/durable/fsync_probes/1") > 0.0, "and after it");
     assert!(number(&r, "/files/escape_encrypt_mib_s") > 0.0);
     assert!(number(&r, "/files/escape_decrypt_mib_s") > 0.0);
     assert!(number(&r, "/files/share_mib_s") > 0.0);

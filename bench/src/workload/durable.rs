@@ -28,7 +28,12 @@ pub struct DurableRun {
     pub acked: u64,
     pub acked_per_s: f64,
     pub ack_latency: Latency,
+    /// The mean of the probes below.
     pub fsyncs_per_s: f64,
+    /// The disk's rate measured before the run and after it: on a shared machine it drifts by
+    /// a quarter or more between runs, so both are kept and the ratio uses their mean.
+    #[serde(default)]
+    pub fsync_probes: Vec<f64>,
     /// Acknowledged messages per second over synchronous writes per second.
     pub ratio_to_fsync: f64,
     pub errors: Vec<String>,
@@ -52,8 +57,15 @@ pub fn fsync_rate(dir: &Path, duration: Duration) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// The disk's fsync rate in the server's folder, probed for two seconds off the runtime.
+async fn probe_fsyncs(server: &Server) -> anyhow::Result<f64> {
+    let dir = server.dir.path().to_owned();
+    tokio::task::spawn_blocking(move || fsync_rate(&dir, Duration::from_secs(2))).await?
+}
+
 pub async fn run(server: &Server, spec: &DurableSpec) -> anyhow::Result<DurableRun> {
     let link = server.escape()?;
+    let before = probe_fsyncs(server).await?;
     // Connected first, so the time spent connecting is not counted as time without acks.
     let mut publishers = Vec::with_capacity(spec.connections);
     for c in 0..spec.connections {
@@ -103,9 +115,8 @@ pub async fn run(server: &Server, spec: &DurableSpec) -> anyhow::Result<DurableR
         .elapsed()
         .as_secs_f64()
         .max(spec.duration_ms as f64 / 1000.0);
-    let dir = server.dir.path().to_owned();
-    let fsyncs_per_s =
-        tokio::task::spawn_blocking(move || fsync_rate(&dir, Duration::from_secs(2))).await??;
+    let fsync_probes = vec![before, probe_fsyncs(server).await?];
+    let fsyncs_per_s = fsync_probes.iter().sum::<f64>() / fsync_probes.len() as f64;
     let acked_per_s = acked as f64 / elapsed;
     Ok(DurableRun {
         spec: spec.clone(),
@@ -113,6 +124,7 @@ pub async fn run(server: &Server, spec: &DurableSpec) -> anyhow::Result<DurableR
         acked_per_s,
         ack_latency: Latency::of(latencies),
         fsyncs_per_s,
+        fsync_probes,
         ratio_to_fsync: acked_per_s / fsyncs_per_s.max(1.0),
         errors,
     })
