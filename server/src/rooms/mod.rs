@@ -358,7 +358,8 @@ impl Rooms {
         Ok(logs.entry(room.clone()).or_insert(log).clone())
     }
 
-    /// The newest sequence retention deleted from a room (0 when it deleted none).
+    /// The newest sequence retention deleted from a room (0 when none is recorded; in older data
+    /// dirs every append recorded its own sequence here, which serves the same end).
     fn recorded_last(&self, room: &RoomName) -> Result<u64, ApiError> {
         let key = keys::room_last(room);
         Ok(match self.store.get(&key)? {
@@ -844,7 +845,8 @@ impl Rooms {
         let size = stored.len();
         // In this order and not atomically: a crash may keep the message without its client id
         // record, which opening the room mends (see `newest`). The room's last sequence is
-        // found from the messages themselves (retention records it before deleting any).
+        // found from the messages themselves (retention records the newest it deletes, in the
+        // batch that deletes it).
         let mut batch = Batch::in_order();
         batch
             .put(keys::message(room, seq), stored)
