@@ -7,8 +7,8 @@
 //! every chunk; on a [`ReadAhead`] or [`WriteBehind`] thread they run while the next chunk is
 //! encrypted, so a stream is bounded by its slowest stage rather than by their sum. The reading
 //! side hashes what it reads, so encryption's digest of its plaintext needs no thread of its own.
-//! (Decryption keeps its reads and writes in line: on threads they showed no gain we could
-//! measure, decryption times on this machine varying up to twofold from one run to the next.)
+//! (Decryption passes whole chunks from stage to stage instead, reading on the caller's thread:
+//! see `copy_digested` in `files.rs`.)
 //!
 //! Invariants: bytes pass in the order they were read or written; an error on a thread
 //! surfaces, as that same error, on the next call or at `finish`, never as an early end of the
