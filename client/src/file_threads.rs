@@ -1,5 +1,5 @@
-//! File reads and writes on threads of their own, so a file's encryption runs beside its disk
-//! traffic instead of between it.
+//! File reads and writes on threads of their own, so a file's encryption or decryption runs
+//! beside its disk traffic instead of between it.
 //!
 //! Copying a buffer from or into the kernel's page cache costs about half as much as the
 //! cipher on it, and the SHA-256 of the plaintext about as much again (a profile of
@@ -7,8 +7,11 @@
 //! every chunk; on a [`ReadAhead`] or [`WriteBehind`] thread they run while the next chunk is
 //! encrypted, so a stream is bounded by its slowest stage rather than by their sum. The reading
 //! side hashes what it reads, so encryption's digest of its plaintext needs no thread of its own.
-//! (Decryption passes whole chunks from stage to stage instead, reading on the caller's thread:
-//! see `copy_digested` in `files.rs`.)
+//!
+//! When decrypting, the plaintext to write and hash comes out of the cipher on the caller's
+//! thread, so [`pipe`] takes it from there: the caller reads (decrypts) whole chunks and passes
+//! each to a writing thread, which passes it on to a digest thread, which hands it back to be
+//! filled again. No byte is copied between the stages.
 //!
 //! Invariants: bytes pass in the order they were read or written; an error on a thread
 //! surfaces, as that same error, on the next call or at `finish`, never as an early end of the
@@ -41,6 +44,79 @@ fn join<T>(worker: Option<JoinHandle<io::Result<T>>>) -> io::Result<T> {
         Some(Ok(result)) => result,
         Some(Err(_)) | None => Err(stopped()),
     }
+}
+
+/// Chunks queued between two stages of a [`pipe`].
+const PIPE_IN_FLIGHT: usize = 8;
+
+/// Why a [`pipe`] stopped.
+#[derive(Debug)]
+pub enum PipeError {
+    Read(io::Error),
+    /// Writing failed, or one of the pipe's threads did.
+    Write(io::Error),
+}
+
+/// Copies `reader` to `writer` in chunks of [`BUFFER`] bytes, calling `progress` with the bytes
+/// read so far after each, and returns how many bytes it copied and their SHA-256. Reading stays
+/// on the caller's thread; writing and the digest run on threads of their own, so the three
+/// overlap instead of adding up, and a few buffers serve the whole stream.
+///
+/// A failed write stops the copy and is the error returned, even if reading failed too.
+pub fn pipe(
+    reader: &mut impl Read,
+    writer: &mut (impl Write + Send),
+    mut progress: impl FnMut(u64),
+) -> Result<(u64, Digest), PipeError> {
+    std::thread::scope(|scope| {
+        let (to_write, written) = sync_channel::<Vec<u8>>(PIPE_IN_FLIGHT);
+        let (to_hash, hashed) = sync_channel::<Vec<u8>>(PIPE_IN_FLIGHT);
+        let (recycle, recycled) = sync_channel::<Vec<u8>>(2 * PIPE_IN_FLIGHT + 2);
+        let writing = scope.spawn(move || -> io::Result<()> {
+            for chunk in written {
+                writer.write_all(&chunk)?;
+                // Fails only if the digest thread panicked, which its join reports.
+                let _ = to_hash.send(chunk);
+            }
+            writer.flush()
+        });
+        let hasher = scope.spawn(move || {
+            let mut digest = Context::new(&SHA256);
+            for chunk in hashed {
+                digest.update(&chunk);
+                let _ = recycle.try_send(chunk);
+            }
+            digest.finish()
+        });
+        let copied = (|| {
+            let mut done = 0u64;
+            loop {
+                let mut chunk = recycled
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(BUFFER));
+                chunk.clear();
+                (&mut *reader).take(BUFFER as u64).read_to_end(&mut chunk)?;
+                if chunk.is_empty() {
+                    return Ok(done);
+                }
+                done += chunk.len() as u64;
+                if to_write.send(chunk).is_err() {
+                    // The writing thread stopped on an error: its join below reports it.
+                    return Ok(done);
+                }
+                progress(done);
+            }
+        })();
+        // The channel closes here: the writing thread writes what is queued and ends, and with
+        // it the digest thread.
+        drop(to_write);
+        writing
+            .join()
+            .map_err(|_| PipeError::Write(stopped()))?
+            .map_err(PipeError::Write)?;
+        let digest = hasher.join().map_err(|_| PipeError::Write(stopped()))?;
+        Ok((copied.map_err(PipeError::Read)?, digest))
+    })
 }
 
 /// Reads a file ahead of its consumer, and hashes it with SHA-256, on a second thread (see the
@@ -361,5 +437,72 @@ mod tests {
         // Dropping joins the thread, which is blocked handing over a buffer: this returns only
         // if dropping unblocks it.
         drop(reader);
+    }
+
+    /// Takes `left` bytes, then fails every write.
+    struct FullDisk {
+        left: usize,
+        taken: Vec<u8>,
+    }
+
+    impl Write for FullDisk {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = bytes.len().min(self.left);
+            self.taken.extend_from_slice(&bytes[..n]);
+            self.left -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Fails every read.
+    struct CutCable;
+
+    impl Read for CutCable {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("cable cut"))
+        }
+    }
+
+    #[test]
+    fn a_pipe_writes_every_byte_in_order_and_digests_them() {
+        // More chunks than the stages queue between them, and a partial last one.
+        let bytes = pattern(BUFFER * (2 * PIPE_IN_FLIGHT + 3) + 5);
+        let (mut out, mut reported) = (Vec::new(), Vec::new());
+        let (size, digest) =
+            pipe(&mut bytes.as_slice(), &mut out, |done| reported.push(done)).expect("piped");
+        assert_eq!(size, bytes.len() as u64);
+        assert_eq!(
+            digest.as_ref(),
+            ring::digest::digest(&SHA256, &bytes).as_ref()
+        );
+        assert!(out == bytes, "the copy differs from its source");
+        assert_eq!(reported.last(), Some(&size), "progress reaches the end");
+    }
+
+    #[test]
+    fn a_pipe_reports_a_failed_write_and_a_failed_read() {
+        let bytes = vec![7u8; BUFFER * 4];
+        let mut full = FullDisk {
+            left: BUFFER + 10,
+            taken: Vec::new(),
+        };
+        match pipe(&mut bytes.as_slice(), &mut full, |_| {}) {
+            Err(PipeError::Write(e)) => assert_eq!(e.to_string(), "disk full"),
+            other => panic!("expected the write's error, got {other:?}"),
+        }
+        assert_eq!(full.taken.len(), BUFFER + 10);
+
+        let mut failing = bytes.as_slice().chain(CutCable);
+        match pipe(&mut failing, &mut Vec::new(), |_| {}) {
+            Err(PipeError::Read(e)) => assert_eq!(e.to_string(), "cable cut"),
+            other => panic!("expected the read's error, got {other:?}"),
+        }
     }
 }

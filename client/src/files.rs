@@ -23,7 +23,7 @@ use escape_proto::{ErrorCode, RoomName};
 
 use crate::api::Client;
 use crate::error::ClientError;
-use crate::file_threads::{ReadAhead, WriteBehind};
+use crate::file_threads::{PipeError, ReadAhead, WriteBehind, pipe};
 use crate::profile::Profile;
 
 /// How often one chunk is retried after a failure, resuming where the server stands.
@@ -31,11 +31,6 @@ const ATTEMPTS: u32 = 5;
 const BUFFER: usize = 64 * 1024;
 /// How often a copy reports its progress, in bytes.
 const PROGRESS_STEP: u64 = 1024 * 1024;
-/// What decryption's copy loop reads at once and hands to the writing thread: the fewer
-/// hand-overs, the less the threads wait on each other.
-const CHUNK: usize = 1024 * 1024;
-/// Chunks queued between two stages of a decryption's copy (see `copy_digested`).
-const COPY_IN_FLIGHT: usize = 8;
 
 /// What a transfer is doing, for progress displays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,80 +234,6 @@ fn copy(
     }
 }
 
-/// Copies `reader` to `writer` in chunks, reporting `stage` against `total`, and returns how
-/// many bytes it copied and their SHA-256. The caller's thread only reads (decrypts); each chunk
-/// then goes to a writing thread and from there to a digest thread, which hands it back to be
-/// filled again. Decryption, the copy into the page cache and the digest then overlap instead
-/// of adding up, and a few buffers serve the whole file.
-///
-/// A write error stops the copy and is the error returned, even if reading failed too.
-fn copy_digested(
-    reader: &mut impl Read,
-    writer: &mut (impl Write + Send),
-    errors: (
-        impl Fn(std::io::Error) -> ClientError,
-        impl Fn(std::io::Error) -> ClientError,
-    ),
-    (stage, total, progress): (Stage, u64, &Progress),
-) -> Result<(u64, String), ClientError> {
-    use std::sync::mpsc::sync_channel;
-    let (read_error, write_error) = errors;
-    std::thread::scope(|scope| {
-        let (to_write, written) = sync_channel::<Vec<u8>>(COPY_IN_FLIGHT);
-        let (to_hash, hashed) = sync_channel::<Vec<u8>>(COPY_IN_FLIGHT);
-        let (recycle, recycled) = sync_channel::<Vec<u8>>(2 * COPY_IN_FLIGHT + 2);
-        let writing = scope.spawn(move || -> std::io::Result<()> {
-            for chunk in written {
-                writer.write_all(&chunk)?;
-                // Fails only if the digest thread panicked, which its join reports.
-                let _ = to_hash.send(chunk);
-            }
-            writer.flush()
-        });
-        let hasher = scope.spawn(move || {
-            let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-            for chunk in hashed {
-                context.update(&chunk);
-                let _ = recycle.try_send(chunk);
-            }
-            hex(context.finish().as_ref())
-        });
-        let copied = (|| {
-            let mut done = 0u64;
-            loop {
-                let mut chunk = recycled
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-                chunk.clear();
-                (&mut *reader)
-                    .take(CHUNK as u64)
-                    .read_to_end(&mut chunk)
-                    .map_err(&read_error)?;
-                if chunk.is_empty() {
-                    return Ok(done);
-                }
-                done += chunk.len() as u64;
-                if to_write.send(chunk).is_err() {
-                    // The writing thread stopped on an error: its join below reports it.
-                    return Ok(done);
-                }
-                progress(stage, done, total);
-            }
-        })();
-        // The channel closes here: the writing thread writes what is queued and ends, and with
-        // it the digest thread.
-        drop(to_write);
-        writing
-            .join()
-            .map_err(|_| file_error("the writing thread failed"))?
-            .map_err(&write_error)?;
-        let digest = hasher
-            .join()
-            .map_err(|_| file_error("the digest thread failed"))?;
-        Ok((copied?, digest))
-    })
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -454,21 +375,22 @@ fn decrypt_into(
         .map_err(|e| tampered(&e))?;
     let mut header: FileHeader = serde_json::from_str(line.trim_end())
         .map_err(|e| file_error(format!("file header: {e}")))?;
-    let out = std::fs::OpenOptions::new()
+    let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(partial)
         .map_err(io(partial))?;
-    // Decryption stays on this thread; writing and the digest run on threads of their own.
-    let mut writer = out;
     // Format 2: exactly `size` bytes, then the trailer; format 1: the bytes run to the end.
     let limit = if with_trailer { header.size } else { u64::MAX };
-    let (size, sha256) = copy_digested(
-        &mut (&mut reader).take(limit),
-        &mut writer,
-        (|e| tampered(&e), |e| io(partial)(e)),
-        (Stage::Decrypting, header.size, progress),
-    )?;
+    // Decryption stays on this thread; writing and the digest run on threads of their own.
+    let (size, digest) = pipe(&mut (&mut reader).take(limit), &mut out, |done| {
+        progress(Stage::Decrypting, done, header.size);
+    })
+    .map_err(|e| match e {
+        PipeError::Read(e) => tampered(&e),
+        PipeError::Write(e) => io(partial)(e),
+    })?;
+    let sha256 = hex(digest.as_ref());
     if with_trailer {
         line.clear();
         (&mut reader)
@@ -932,81 +854,6 @@ mod tests {
 
     fn sha256(bytes: &[u8]) -> String {
         hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-    }
-
-    /// Takes `left` bytes, then fails every write.
-    struct FailingWriter {
-        left: usize,
-        taken: Vec<u8>,
-    }
-
-    impl Write for FailingWriter {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            if self.left == 0 {
-                return Err(std::io::Error::other("disk full"));
-            }
-            let n = bytes.len().min(self.left);
-            self.taken.extend_from_slice(&bytes[..n]);
-            self.left -= n;
-            Ok(n)
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn copy(
-        reader: &mut impl Read,
-        writer: &mut (impl Write + Send),
-    ) -> Result<(u64, String), ClientError> {
-        copy_digested(
-            reader,
-            writer,
-            (
-                |e| file_error(format!("read: {e}")),
-                |e| file_error(format!("write: {e}")),
-            ),
-            (Stage::Decrypting, 0, &no_progress()),
-        )
-    }
-
-    #[test]
-    fn a_copy_writes_every_byte_in_order_and_digests_them() {
-        // More chunks than the stages queue between them, and a partial last one.
-        let bytes: Vec<u8> = (0..CHUNK * (2 * COPY_IN_FLIGHT + 3) + 5)
-            .map(|i| (i * 31 % 253) as u8)
-            .collect();
-        let mut out = Vec::new();
-        let (size, digest) = copy(&mut bytes.as_slice(), &mut out).expect("copied");
-        assert_eq!(size, bytes.len() as u64);
-        assert_eq!(digest, sha256(&bytes));
-        assert!(out == bytes, "the copy differs from its source");
-    }
-
-    #[test]
-    fn a_copy_reports_a_failed_write_and_a_failed_read() {
-        let bytes = vec![7u8; CHUNK * 4];
-        let mut full = FailingWriter {
-            left: CHUNK + 10,
-            taken: Vec::new(),
-        };
-        let err = copy(&mut bytes.as_slice(), &mut full).expect_err("disk full");
-        assert!(err.to_string().contains("write: disk full"), "{err}");
-        assert_eq!(full.taken.len(), CHUNK + 10);
-
-        let mut failing = bytes.as_slice().chain(FailingReader);
-        let err = copy(&mut failing, &mut Vec::new()).expect_err("read fails");
-        assert!(err.to_string().contains("read: "), "{err}");
-    }
-
-    /// Fails every read.
-    struct FailingReader;
-
-    impl Read for FailingReader {
-        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-            Err(std::io::Error::other("cable cut"))
-        }
     }
 
     #[test]
