@@ -83,6 +83,11 @@ const CLIENT_FRAME_TYPES: &[&str] = &[
     "ping",
 ];
 
+/// The rule for a request id and a client message id: 1 to [`MAX_ID_LEN`] bytes.
+fn fits_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN
+}
+
 /// A frame's `type` as its text spells it. Decoding the frame alone would also take a variant's
 /// position (`"type": 6`) for its name; this reads the string itself.
 #[derive(Deserialize)]
@@ -131,9 +136,7 @@ impl ClientRequest {
         };
         let id = match object.get("id") {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => {
-                Some(s.clone())
-            }
+            Some(serde_json::Value::String(s)) if fits_id(s) => Some(s.clone()),
             Some(_) => {
                 return Err(DecodeError::invalid(
                     None,
@@ -188,18 +191,13 @@ impl ClientRequest {
     /// Every rule [`ClientRequest::decode`] checks beyond the frame's shape.
     fn is_well_formed(&self) -> bool {
         self.v == PROTOCOL_VERSION
-            && self
-                .id
-                .as_ref()
-                .is_none_or(|id| !id.is_empty() && id.len() <= MAX_ID_LEN)
+            && self.id.as_deref().is_none_or(fits_id)
             && self.client_msg_id_is_well_formed()
     }
 
     fn client_msg_id_is_well_formed(&self) -> bool {
         match &self.frame {
-            ClientFrame::Send { client_msg_id, .. } => {
-                !client_msg_id.is_empty() && client_msg_id.len() <= MAX_ID_LEN
-            }
+            ClientFrame::Send { client_msg_id, .. } => fits_id(client_msg_id),
             _ => true,
         }
     }
