@@ -11,8 +11,12 @@ use super::StoreError;
 /// The layout this release writes: JSON after the version byte.
 pub const FORMAT_JSON_V1: u8 = 1;
 
+/// Room for a typical message: growing from one byte took eight reallocations per event.
+const ENCODE_CAPACITY: usize = 1024;
+
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![FORMAT_JSON_V1];
+    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+    out.push(FORMAT_JSON_V1);
     serde_json::to_writer(&mut out, value).map_err(|e| StoreError::Backend(e.to_string()))?;
     Ok(out)
 }
