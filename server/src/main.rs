@@ -360,7 +360,13 @@ fn serve(target: &Deployment, listen: Option<SocketAddr>) -> anyhow::Result<()> 
             tracing::info!("shutdown requested");
             token.cancel();
         });
+        let store_failed = server.store_failed();
         server.stopped().await;
+        if store_failed.is_cancelled() {
+            anyhow::bail!(
+                "stopped because the store failed to write to disk: start it again, from what the disk holds; senders retry what was not acknowledged"
+            );
+        }
         anyhow::Ok(())
     })
 }

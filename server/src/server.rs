@@ -55,6 +55,7 @@ pub struct RunningServer {
     local_addr: SocketAddr,
     enroll_addr: SocketAddr,
     shutdown: CancellationToken,
+    store_failed: CancellationToken,
     task: JoinHandle<()>,
 }
 
@@ -72,6 +73,12 @@ impl RunningServer {
     /// A token that stops the server when cancelled (for signal handlers).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// Cancelled when the store failed to flush; the server then stops by itself, and its
+    /// process should end with an error so that whatever supervises it restarts it.
+    pub fn store_failed(&self) -> CancellationToken {
+        self.store_failed.clone()
     }
 
     /// Stops accepting, lets open requests and acknowledgements finish, closes WebSockets with a
@@ -205,6 +212,20 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         tracker.clone(),
         None,
     ));
+    // A store that failed to flush acknowledges nothing more: stop, and start again from the disk.
+    let store_failed = state_rooms.store_failed();
+    {
+        let (failed, token) = (store_failed.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = failed.cancelled() => {
+                    tracing::error!("stopping: the store failed to flush");
+                    token.cancel();
+                }
+            }
+        });
+    }
     // Retention: messages older than a room's retention period are deleted, every minute.
     {
         let (rooms, token) = (state_rooms.clone(), shutdown.clone());
@@ -299,6 +320,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         local_addr,
         enroll_addr,
         shutdown,
+        store_failed,
         task,
     })
 }

@@ -9,12 +9,18 @@
 //! Invariant: appends to one room are applied in sequence order under the room's lock, so when
 //! a flush covers sequence `n` it covers every smaller sequence of that room too; advancing the
 //! head to the largest flushed sequence is therefore safe.
+//!
+//! Invariant: after a flush fails, no head moves again. A failed sync may have dropped the
+//! written pages, and the kernel reports that once: a later flush that succeeds proves nothing
+//! about the writes before it. The committer stops and says so through [`Committer::failed`];
+//! the server then shuts down, so that it starts again from what the disk holds, and senders
+//! retry with the same client message id.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
 
@@ -54,6 +60,7 @@ impl DurableHead {
 #[derive(Debug, Clone)]
 pub struct Committer {
     tx: mpsc::UnboundedSender<(Arc<DurableHead>, u64)>,
+    failed: CancellationToken,
 }
 
 impl Committer {
@@ -61,8 +68,14 @@ impl Committer {
     /// handle to know the store is no longer used.
     pub fn spawn(store: Arc<dyn Store>) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(store, rx));
-        (Self { tx }, task)
+        let failed = CancellationToken::new();
+        let task = tokio::spawn(run(store, rx, failed.clone()));
+        (Self { tx, failed }, task)
+    }
+
+    /// Cancelled when a flush failed: nothing is acknowledged any more.
+    pub fn failed(&self) -> &CancellationToken {
+        &self.failed
     }
 
     /// Asks for `seq` of the room behind `head` to be made durable.
@@ -76,22 +89,30 @@ impl Committer {
 /// Most requests one flush covers; bounds the work between two head advances.
 const MAX_GROUP: usize = 4096;
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<(Arc<DurableHead>, u64)>) {
+async fn run(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<(Arc<DurableHead>, u64)>,
+    failed: CancellationToken,
+) {
     let mut group = Vec::new();
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.flush()).await {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => tracing::error!(error = %e, "flush failed; retrying"),
-                Err(e) => tracing::error!(error = %e, "flush task failed; retrying"),
+        let store = store.clone();
+        let error = match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => {
+                for (head, seq) in group.drain(..) {
+                    head.advance(seq);
+                }
+                continue;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-        }
-        for (head, seq) in group.drain(..) {
-            head.advance(seq);
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(
+            %error,
+            waiting = group.len(),
+            "the store could not be flushed; no message is acknowledged any more and the server stops"
+        );
+        failed.cancel();
+        return;
     }
 }

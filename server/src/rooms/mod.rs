@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
 use crate::error::ApiError;
@@ -871,18 +872,35 @@ impl Rooms {
         })
     }
 
-    /// Waits until `seq` of `room` is durable, at most the configured time.
+    /// Waits until `seq` of `room` is durable, at most the configured time, and no longer once
+    /// the store has failed to flush.
     pub async fn durable(&self, room: &RoomName, seq: u64) -> Result<(), ApiError> {
         let mut head = self.log(room)?.durable.watch();
-        match tokio::time::timeout(self.limits.durable_timeout(), head.wait_for(|h| *h >= seq))
-            .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(ApiError::new(
-                ErrorCode::Internal,
-                "the message could not be made durable in time; retry with the same client_msg_id",
-            )),
+        let failed = self.committer.failed();
+        let waited = tokio::select! {
+            // A head that moved before the failure still counts.
+            biased;
+            durable = tokio::time::timeout(
+                self.limits.durable_timeout(),
+                head.wait_for(|h| *h >= seq),
+            ) => matches!(durable, Ok(Ok(_))),
+            () = failed.cancelled() => false,
+        };
+        if waited {
+            return Ok(());
         }
+        let message = if failed.is_cancelled() {
+            "the store failed to write; the server is stopping: retry with the same client_msg_id once it is back"
+        } else {
+            "the message could not be made durable in time; retry with the same client_msg_id"
+        };
+        Err(ApiError::new(ErrorCode::Internal, message))
+    }
+
+    /// Cancelled when the store failed to flush: from then on no message is acknowledged, and
+    /// the server stops so that it starts again from what the disk holds.
+    pub fn store_failed(&self) -> CancellationToken {
+        self.committer.failed().clone()
     }
 
     /// Watches a room's durable head: subscribers wake when it moves.
@@ -1037,6 +1055,42 @@ mod tests {
             .append(&send, "c3".to_owned(), Body::text("c3"))
             .expect("next");
         assert_eq!((next.seq, next.duplicate), (3, false));
+    }
+
+    /// After a failed sync the kernel may have dropped the written pages and reports it once;
+    /// a later flush that succeeds proves nothing about them, so nothing is acknowledged again.
+    #[tokio::test]
+    async fn after_a_failed_flush_nothing_is_acknowledged_again() {
+        let store = Arc::new(MemoryStore::new());
+        let (gate, rooms, principal) = setup_on(store.clone());
+        let send = open_room(&gate, &rooms, &principal);
+        let first = rooms
+            .append(&send, "c1".to_owned(), Body::text("first"))
+            .expect("append");
+        rooms.durable(&room(), first.seq).await.expect("durable");
+
+        store.fail_next_flush();
+        let lost = rooms
+            .append(&send, "c2".to_owned(), Body::text("second"))
+            .expect("append");
+        let started = std::time::Instant::now();
+        let refused = rooms
+            .durable(&room(), lost.seq)
+            .await
+            .expect_err("not acknowledged");
+        assert!(refused.message.contains("failed to write"), "{refused:?}");
+        assert!(started.elapsed() < Limits::default().durable_timeout() / 2);
+        assert!(rooms.store_failed().is_cancelled());
+
+        // The store's next flush would succeed; the message after is still not acknowledged.
+        let after = rooms
+            .append(&send, "c3".to_owned(), Body::text("third"))
+            .expect("append");
+        rooms
+            .durable(&room(), after.seq)
+            .await
+            .expect_err("not acknowledged either");
+        assert_eq!(rooms.durable_head(&room()).expect("head"), first.seq);
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Faults {
     cut_next_in_order_batch: bool,
+    fail_next_flush: bool,
     after_next_get: Option<Box<dyn FnOnce() + Send>>,
 }
 
@@ -23,6 +24,7 @@ impl std::fmt::Debug for Faults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Faults")
             .field("cut_next_in_order_batch", &self.cut_next_in_order_batch)
+            .field("fail_next_flush", &self.fail_next_flush)
             .field("after_next_get", &self.after_next_get.is_some())
             .finish()
     }
@@ -37,6 +39,13 @@ impl MemoryStore {
     pub fn cut_next_in_order_batch(&self) {
         if let Ok(mut faults) = self.faults.lock() {
             faults.cut_next_in_order_batch = true;
+        }
+    }
+
+    /// The next flush fails, as a disk reporting a write error would.
+    pub fn fail_next_flush(&self) {
+        if let Ok(mut faults) = self.faults.lock() {
+            faults.fail_next_flush = true;
         }
     }
 
@@ -122,6 +131,10 @@ impl Store for MemoryStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        let fail = std::mem::take(&mut self.faults.lock().map_err(|_| poisoned())?.fail_next_flush);
+        if fail {
+            return Err(StoreError::Backend("input/output error".into()));
+        }
         Ok(())
     }
 }
