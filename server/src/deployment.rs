@@ -16,6 +16,7 @@ use escape_certs::{Ca, Validity};
 use escape_proto::profile::{PROFILE_EXTENSION, PROFILE_FORMAT};
 use escape_proto::{Attributes, Member, MemberId, ProfileBundle};
 
+use crate::disk::sync_dir;
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -197,6 +198,8 @@ pub fn init(
     write_public(&layout.ca_cert(), ca.cert_pem())?;
     let admin_profile = add_member_with(&layout, &ca, &registry, admin.clone(), "admin")?;
     store.flush()?;
+    // The folders made above (pki, profiles, the store's) are names in the data dir itself.
+    sync_dir(dir).map_err(io_err(dir))?;
     Ok(Initialised {
         admin,
         admin_profile,
@@ -306,19 +309,30 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), DeploymentError>
 /// Writes a secret atomically: a 0600 temporary file beside `path`, synced, then renamed over
 /// it, so a crash leaves either the old secret or the new one, never half of one.
 pub fn write_private_bytes(path: &Path, contents: &[u8]) -> Result<(), DeploymentError> {
+    write_atomically(path, contents, 0o600)
+}
+
+/// Writes a certificate or an address the same way, readable by all: `ca.pem` marks the data
+/// dir as initialised, and an empty one left by a power cut would keep the server from starting.
+pub fn write_public(path: &Path, contents: &str) -> Result<(), DeploymentError> {
+    write_atomically(path, contents.as_bytes(), 0o644)
+}
+
+#[cfg_attr(not(unix), allow(unused_variables))]
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), DeploymentError> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let temporary = path.with_file_name(name);
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
     let mut file = options.open(&temporary).map_err(io_err(&temporary))?;
     // An existing file keeps its old mode on open: set it again.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(0o600))
+        file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io_err(&temporary))?;
     }
     file.write_all(contents).map_err(io_err(&temporary))?;
@@ -326,20 +340,13 @@ pub fn write_private_bytes(path: &Path, contents: &[u8]) -> Result<(), Deploymen
     fs::rename(&temporary, path).map_err(io_err(path))?;
     // The rename is durable only once the directory is: a key file that vanished after a power
     // cut could leave data wrapped to a key nobody has.
-    #[cfg(unix)]
     if let Some(dir) = path.parent() {
         let dir = if dir.as_os_str().is_empty() {
             Path::new(".")
         } else {
             dir
         };
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))?;
+        sync_dir(dir).map_err(io_err(dir))?;
     }
     Ok(())
-}
-
-pub fn write_public(path: &Path, contents: &str) -> Result<(), DeploymentError> {
-    fs::write(path, contents).map_err(io_err(path))
 }

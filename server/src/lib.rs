@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod audit;
 pub mod config;
 pub mod deployment;
+pub mod disk;
 pub mod error;
 pub mod files;
 pub mod flood;

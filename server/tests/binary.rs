@@ -74,6 +74,18 @@ async fn the_embedded_default_creates_serves_stops_and_restarts() {
             .permissions()
             .mode();
         assert_eq!(mode & 0o077, 0, "the CA key is owner-only");
+        // Written like the keys (a synced temporary file renamed into place), readable by all.
+        let mode = std::fs::metadata(cwd.path().join("escape-data/pki/ca.pem"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "the CA certificate is public");
+        let left: Vec<_> = std::fs::read_dir(cwd.path().join("escape-data/pki"))
+            .expect("pki")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
     }
     let (status, body) = whoami(&addr, &profile).await;
     assert!(status.contains("200"), "{status}");
