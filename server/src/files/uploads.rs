@@ -1,6 +1,6 @@
 //! Uploads of ciphertext in chunks at exact offsets, and downloads from any offset.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use escape_proto::file::{FileInfo, StartUpload, UploadStatus};
 use escape_proto::{ErrorCode, MemberId, RoomName};
@@ -41,6 +41,22 @@ pub struct Download {
 }
 
 impl Files {
+    /// Makes the name of `file` durable: its room's folder, and that folder within ours.
+    async fn sync_dirs(&self, file: &Path) -> Result<(), ApiError> {
+        let dirs: Vec<PathBuf> = file
+            .ancestors()
+            .skip(1)
+            .take(2)
+            .map(Path::to_path_buf)
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            dirs.iter().try_for_each(|dir| crate::disk::sync_dir(dir))
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| ApiError::internal(&e))
+    }
+
     fn part_path(&self, room: &RoomName, id: &str) -> PathBuf {
         self.dir.join(room.as_str()).join(format!("{id}.part"))
     }
@@ -136,6 +152,9 @@ impl Files {
         tokio::fs::File::create(&part)
             .await
             .map_err(|e| ApiError::internal(&e))?;
+        // The chunks' acknowledgements promise they are on disk: the file's name must be too,
+        // and the room's folder within the files folder.
+        self.sync_dirs(&part).await?;
         let record = FileRecord {
             info: FileInfo {
                 id,
@@ -310,6 +329,9 @@ impl Files {
             tokio::fs::rename(&part, &done)
                 .await
                 .map_err(|e| ApiError::internal(&e))?;
+            // Before the record says complete: a rename lost to a power cut would leave a
+            // complete record whose file is nowhere.
+            self.sync_dirs(&done).await?;
         } else if !tokio::fs::try_exists(&done).await.unwrap_or(false) {
             return Err(ApiError::internal(&format!(
                 "upload {id} has neither its partial nor its complete file"
