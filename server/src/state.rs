@@ -29,6 +29,17 @@ impl AppState {
     pub fn new(services: Services) -> Self {
         Self(Arc::new(services))
     }
+
+    /// Makes every write so far durable, for a reply that promises a decision took effect: an
+    /// admin's suspension or new attributes, with their audit entry, must not be undone by a
+    /// power cut after the admin was told they hold. (Messages have their own group commit.)
+    pub async fn persist(&self) -> Result<(), crate::error::ApiError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || state.registry.store().flush())
+            .await
+            .map_err(|e| crate::error::ApiError::internal(&e))??;
+        Ok(())
+    }
 }
 
 impl std::ops::Deref for AppState {

@@ -72,6 +72,7 @@ pub async fn approve(
         &id,
         format!("member {member}"),
     );
+    state.persist().await?;
     Ok(Json(application))
 }
 
@@ -95,6 +96,7 @@ pub async fn reject(
         &id,
         request.reason,
     );
+    state.persist().await?;
     Ok(Json(application))
 }
 
@@ -143,6 +145,7 @@ pub async fn change_status(
         member.id.as_str(),
         request.reason,
     );
+    state.persist().await?;
     Ok(Json(member))
 }
 
@@ -175,6 +178,7 @@ pub async fn update_attributes(
         member.id.as_str(),
         detail,
     );
+    state.persist().await?;
     Ok(Json(member))
 }
 

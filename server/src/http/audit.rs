@@ -47,6 +47,7 @@ pub async fn rotate_keys(
             rotated.data_keys, rotated.recipient
         ),
     );
+    state.persist().await?;
     Ok(Json(KeyRotation {
         data_keys: rotated.data_keys,
         recipient: rotated.recipient,

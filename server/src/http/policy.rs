@@ -76,6 +76,7 @@ pub async fn set_deployment(
     state
         .audit
         .record(Some(principal.id()), "policy.set", "deployment", detail);
+    state.persist().await?;
     Ok(Json(document(record)))
 }
 
@@ -127,6 +128,7 @@ pub async fn set_room(
         auth.resource().as_str(),
         detail,
     );
+    state.persist().await?;
     Ok(Json(document(record)))
 }
 

@@ -34,6 +34,7 @@ pub async fn create_invite(
     state
         .audit
         .record(Some(principal.id()), "invite.create", "", detail);
+    state.persist().await?;
     Ok((StatusCode::CREATED, Json(invite)))
 }
 
@@ -55,6 +56,7 @@ pub async fn vouch(
         &application.id,
         "",
     );
+    state.persist().await?;
     Ok(Json(application))
 }
 
@@ -89,6 +91,7 @@ pub async fn renew(
         principal.id().as_str(),
         detail,
     );
+    state.persist().await?;
     Ok(Json(renewed))
 }
 
