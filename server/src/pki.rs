@@ -219,6 +219,8 @@ impl Pki {
             None => 0,
         };
         self.store.put(key, &value::encode(&(current + 1))?)?;
+        // Before the list carrying it is published: a number must never go back (RFC 5280).
+        self.store.flush()?;
         Ok(current + 1)
     }
 }

@@ -40,6 +40,7 @@ pub async fn send(
             ),
         );
     }
+    state.persist().await?;
     let status = if dry_run {
         StatusCode::OK
     } else {
@@ -68,6 +69,7 @@ pub async fn ack(
         .gate
         .authorize::<action::ReadSelf>(&principal, Deployment)?;
     state.alerts.ack(auth.principal().id(), &id)?;
+    state.persist().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -47,6 +47,8 @@ async fn submit(
     state
         .audit
         .record(None, "application.submit", &receipt.id, "");
+    // A single-use invitation is spent by this application: it must stay spent.
+    state.persist().await?;
     Ok((StatusCode::CREATED, Json(receipt)))
 }
 
@@ -120,6 +122,7 @@ async fn callback(
     state
         .audit
         .record(None, "application.verified", &application, detail);
+    state.persist().await?;
     Ok(format!(
         "Identity verified for application {application}: {} ({}). You can close this window and return to your terminal.\n",
         verified.email.as_deref().unwrap_or("no verified email"),
