@@ -74,6 +74,20 @@ impl Registry {
         reason: &str,
         change: impl FnOnce(&mut Member),
     ) -> Result<Option<Member>, StoreError> {
+        self.update_with(id, by, reason, change, |_| Ok(()))
+    }
+
+    /// As [`Registry::update`], with `also` adding writes that must land in the same atomic
+    /// batch as the change (the key rotations a suspension calls for). `also` runs only when
+    /// something changed.
+    pub fn update_with(
+        &self,
+        id: &MemberId,
+        by: &MemberId,
+        reason: &str,
+        change: impl FnOnce(&mut Member),
+        also: impl FnOnce(&mut Batch) -> Result<(), StoreError>,
+    ) -> Result<Option<Member>, StoreError> {
         let _guard = self.writing.lock().map_err(|_| poisoned())?;
         let Some(old) = self.get(id)? else {
             return Ok(None);
@@ -98,6 +112,7 @@ impl Registry {
             keys::member_change(id, new.version),
             value::encode(&record)?,
         );
+        also(&mut batch)?;
         self.store.apply(batch)?;
         Ok(Some(new))
     }

@@ -366,6 +366,14 @@ async fn joiners_get_older_keys_unless_the_room_is_red() {
         .await
         .expect("suspend");
     for name in ["amber", "red"] {
+        // Marked in the batch that suspended her, before anyone could upload.
+        assert!(
+            ana.room_keys(&room(name))
+                .await
+                .expect("keys")
+                .rotation_needed,
+            "{name}: a suspension calls for a new key generation"
+        );
         // Uploads while she is away make generations without her.
         upload(
             &d,

@@ -17,7 +17,7 @@ mod room_keys;
 mod uploads;
 
 pub(crate) use room_keys::{key_lock, mark_rotation};
-pub use room_keys::{member_departed, member_returned};
+pub use room_keys::{mark_departure, mark_return};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -60,31 +60,35 @@ fn rooms_of(store: &dyn Store, member: &MemberId) -> Result<Vec<RoomName>, Store
         .collect())
 }
 
-/// Marks every room of `member` as needing a new key generation (they were suspended or
-/// revoked): files shared from now on must not be readable with a key they hold.
-pub fn member_departed(store: &dyn Store, member: &MemberId) -> Result<(), ApiError> {
-    let _guard = key_lock()?;
-    let mut batch = Batch::default();
+/// Adds to `batch` the marks for every room of `member` to need a new key generation (they are
+/// being suspended or revoked): files shared from now on must not be readable with a key they
+/// hold. In the batch that changes the member's status, so that no crash can keep one without
+/// the other. Call with [`key_lock`] held until the batch is applied.
+pub fn mark_departure(
+    store: &dyn Store,
+    member: &MemberId,
+    batch: &mut Batch,
+) -> Result<(), StoreError> {
     for room in rooms_of(store, member)? {
-        mark_rotation(store, &room, &mut batch)?;
+        mark_rotation(store, &room, batch)?;
     }
-    store.apply(batch)?;
     Ok(())
 }
 
 /// A reinstated member is back in its rooms. Where joiners get no existing generation, it gets
-/// none either: the next upload makes one that includes it.
-pub fn member_returned(store: &dyn Store, member: &MemberId) -> Result<(), ApiError> {
-    let _guard = key_lock()?;
-    let mut batch = Batch::default();
+/// none either: the next upload makes one that includes it. As [`mark_departure`].
+pub fn mark_return(
+    store: &dyn Store,
+    member: &MemberId,
+    batch: &mut Batch,
+) -> Result<(), StoreError> {
     for room in rooms_of(store, member)? {
         if let Some(record) = crate::rooms::RoomRecord::load(store, &room)?
             && !record.history_for_joiners()
         {
-            mark_rotation(store, &room, &mut batch)?;
+            mark_rotation(store, &room, batch)?;
         }
     }
-    store.apply(batch)?;
     Ok(())
 }
 

@@ -65,12 +65,27 @@ impl Members {
                 "revocation is permanent; the person must apply again",
             ));
         }
+        // The rooms' key rotations land in the same batch as the status: no crash can keep a
+        // suspended member whose rooms still share files under a key it holds. Held until the
+        // batch is applied, so no upload takes a generation in between.
+        let keys_held = crate::files::key_lock()?;
+        let store = self.registry.store();
         let member = self
             .registry
-            .update(target, admin, reason, |m| m.status = change.target())?
+            .update_with(
+                target,
+                admin,
+                reason,
+                |m| m.status = change.target(),
+                |batch| match change {
+                    StatusChange::Reinstate => crate::files::mark_return(store, target, batch),
+                    _ => crate::files::mark_departure(store, target, batch),
+                },
+            )?
             .ok_or_else(|| {
                 ApiError::new(ErrorCode::NotFound, format!("there is no member {target}"))
             })?;
+        drop(keys_held);
         if change == StatusChange::Revoke {
             let revoked = self
                 .pki
@@ -90,10 +105,6 @@ impl Members {
                 &format!("your membership was {word}: {reason}"),
             );
             tracing::warn!(member = %target, sessions = cut, by = %admin, "member {word}; sessions closed");
-            // After the sessions are cut, so a storage failure here cannot leave them open.
-            crate::files::member_departed(self.registry.store(), target)?;
-        } else {
-            crate::files::member_returned(self.registry.store(), target)?;
         }
         Ok(member)
     }
