@@ -99,7 +99,7 @@ pub fn open_deployment(
                 passphrase: options.passphrase.clone(),
             })?;
             let store = SealedStore::new(inner, &successor)?;
-            std::fs::rename(&pending, &options.path).map_err(|e| SealError::MasterKey {
+            rename_durably(&pending, &options.path).map_err(|e| SealError::MasterKey {
                 path: options.path.display().to_string(),
                 reason: format!("finishing an interrupted rotation: {e}"),
             })?;
@@ -107,6 +107,16 @@ pub fn open_deployment(
             Ok((Arc::new(store), MasterKey::load(options)?))
         }
         Err(other) => Err(other),
+    }
+}
+
+/// Renames the successor key over the key file, and syncs their folder so the rename survives
+/// a power cut (opening would finish it again from the pending file, but need not).
+fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)?;
+    match to.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => crate::disk::sync_dir(dir),
+        _ => crate::disk::sync_dir(Path::new(".")),
     }
 }
 
@@ -147,7 +157,7 @@ impl Sealing {
         let pending = master.pending_path();
         successor.write(&pending)?;
         let data_keys = self.store.data_keys().rewrap(&successor)?;
-        std::fs::rename(&pending, master.path()).map_err(|e| SealError::MasterKey {
+        rename_durably(&pending, master.path()).map_err(|e| SealError::MasterKey {
             path: master.path().display().to_string(),
             reason: format!("replacing the key file: {e}"),
         })?;
