@@ -48,6 +48,7 @@ impl SledStore {
     /// moment after the last handle is dropped; a reopen in the same process (a restart, or an
     /// offline tool right after a stop) waits up to two seconds for that instead of failing.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        remove_unfinished_snapshots(dir)?;
         let mut attempts = 0;
         loop {
             let opened = sled::Config::new()
@@ -165,6 +166,32 @@ impl Store for SledStore {
     }
 }
 
+/// sled writes a snapshot to `snap.<lsn>.generating`, syncs it and renames it to `snap.<lsn>`;
+/// one still named so was never finished (a kill or a power cut while opening), yet sled takes
+/// it for a snapshot when it opens and refuses a torn one. Nothing refers to it: removed.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StoreError::Backend(format!(
+                "reading {}: {e}",
+                dir.display()
+            )));
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %name, "removing a snapshot the store never finished writing");
+            std::fs::remove_file(entry.path())
+                .map_err(|e| StoreError::Backend(format!("removing {name}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 impl SledStore {
     fn blob_names(&self) -> Result<HashSet<OsString>, StoreError> {
         match std::fs::read_dir(&self.blobs) {
@@ -209,6 +236,25 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
+
+    /// A snapshot left half-written by a kill while the store opened must not keep it from
+    /// opening again.
+    #[test]
+    fn an_unfinished_snapshot_does_not_keep_the_store_from_opening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SledStore::open(dir.path()).expect("open");
+            store.put(b"k", b"v").expect("put");
+            store.flush().expect("flush");
+        }
+        std::fs::write(
+            dir.path().join("snap.7FFFFFFFFFFFFFFF.generating"),
+            b"torn by a power cut",
+        )
+        .expect("write");
+        let store = SledStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.get(b"k").expect("get"), Some(b"v".to_vec()));
+    }
 
     /// A record too large for the log goes to a blob file of its own; it must be among the files
     /// a flush synced, or a power cut could leave the log pointing at nothing.
