@@ -33,12 +33,24 @@ impl AppState {
     /// Makes every write so far durable, for a reply that promises a decision took effect: an
     /// admin's suspension or new attributes, with their audit entry, must not be undone by a
     /// power cut after the admin was told they hold. (Messages have their own group commit.)
+    ///
+    /// A failure stops the server as a failed group commit does (see `rooms::commit`), and the
+    /// reply says the change may hold: it was applied, so repeating it blindly could do it twice.
     pub async fn persist(&self) -> Result<(), crate::error::ApiError> {
         let state = self.clone();
-        tokio::task::spawn_blocking(move || state.registry.store().flush())
-            .await
-            .map_err(|e| crate::error::ApiError::internal(&e))??;
-        Ok(())
+        let flushed = tokio::task::spawn_blocking(move || state.registry.store().flush()).await;
+        let error = match flushed {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(%error, "the store could not be flushed after a change; the server stops");
+        self.rooms.store_failed().cancel();
+        Err(crate::error::ApiError::new(
+            escape_proto::ErrorCode::Internal,
+            "the change was applied but could not be written to disk, and the server is stopping: \
+             once it is back, check whether the change held before repeating it",
+        ))
     }
 }
 

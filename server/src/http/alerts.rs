@@ -40,7 +40,9 @@ pub async fn send(
             ),
         );
     }
-    state.persist().await?;
+    if !dry_run {
+        state.persist().await?;
+    }
     let status = if dry_run {
         StatusCode::OK
     } else {

@@ -98,6 +98,9 @@ async fn run(
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
         let store = store.clone();
         let error = match tokio::task::spawn_blocking(move || store.flush()).await {
+            // Another flush of the store failed meanwhile (an admin's change, see
+            // `AppState::persist`): this one proves nothing either.
+            Ok(Ok(())) if failed.is_cancelled() => return,
             Ok(Ok(())) => {
                 for (head, seq) in group.drain(..) {
                     head.advance(seq);

@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Batch, Entry, Order, Range, Store, StoreError, Swap, Write};
 
@@ -18,6 +19,10 @@ pub struct SledStore {
     blobs: PathBuf,
     /// Blob files synced already (each is written once, then only removed).
     synced_blobs: Mutex<HashSet<OsString>>,
+    /// Set once a flush failed. The kernel reports a lost write once, to whichever sync comes
+    /// first, so a later sync that succeeds proves nothing about it: from then on every flush
+    /// fails, until the store is opened again (the server stops; see `rooms::commit`).
+    failed: AtomicBool,
 }
 
 /// The file under the data dir where sled keeps its log.
@@ -48,7 +53,18 @@ impl SledStore {
     /// moment after the last handle is dropped; a reopen in the same process (a restart, or an
     /// offline tool right after a stop) waits up to two seconds for that instead of failing.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        remove_unfinished_snapshots(dir)?;
+        match Self::open_once(dir) {
+            // Only once sled has the lock and failed: before, the unfinished snapshot could be
+            // one another process is writing while it opens.
+            Err(Refused::Other(e)) if remove_unfinished_snapshots(dir)? > 0 => {
+                tracing::warn!(error = %e, "opening again without the unfinished snapshot");
+                Self::open_once(dir).map_err(StoreError::from)
+            }
+            opened => opened.map_err(StoreError::from),
+        }
+    }
+
+    fn open_once(dir: &Path) -> Result<Self, Refused> {
         let mut attempts = 0;
         loop {
             let opened = sled::Config::new()
@@ -59,32 +75,49 @@ impl SledStore {
             match opened {
                 Ok(db) => {
                     // Writable, because some systems refuse to sync a file opened only to read.
-                    let log = File::options()
-                        .read(true)
-                        .write(true)
-                        .open(dir.join(LOG_FILE))
-                        .map_err(|e| StoreError::Backend(format!("opening sled's log: {e}")))?;
+                    let writable =
+                        |name: &str| File::options().read(true).write(true).open(dir.join(name));
+                    let log = writable(LOG_FILE)
+                        .map_err(sync_error("log at open"))
+                        .map_err(Refused::Other)?;
                     // sled writes its settings file and makes its files and folders without
                     // syncing them or the store's folder.
-                    File::open(dir.join(CONF_FILE))
+                    writable(CONF_FILE)
                         .and_then(|conf| conf.sync_all())
                         .and_then(|()| crate::disk::sync_dir(dir))
-                        .map_err(sync_error("files at open"))?;
+                        .map_err(sync_error("files at open"))
+                        .map_err(Refused::Other)?;
                     return Ok(Self {
                         db,
                         log,
                         blobs: dir.join(BLOBS_DIR),
                         synced_blobs: Mutex::new(HashSet::new()),
+                        failed: AtomicBool::new(false),
                     });
                 }
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock") && attempts < 100 =>
-                {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if attempts == 100 {
+                        return Err(Refused::Locked(backend(sled::Error::Io(e))));
+                    }
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                Err(e) => return Err(backend(e)),
+                Err(e) => return Err(Refused::Other(backend(e))),
             }
+        }
+    }
+}
+
+/// Why one attempt to open failed: another holder of sled's lock, or anything else.
+enum Refused {
+    Locked(StoreError),
+    Other(StoreError),
+}
+
+impl From<Refused> for StoreError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Locked(e) | Refused::Other(e) => e,
         }
     }
 }
@@ -157,6 +190,22 @@ impl Store for SledStore {
     /// Records too large for the log went to blob files, which sled never syncs: they are
     /// synced before the log that points to them.
     fn flush(&self) -> Result<(), StoreError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Backend(
+                "an earlier flush failed: nothing is durable until the store is opened again"
+                    .into(),
+            ));
+        }
+        let flushed = self.flush_now();
+        if flushed.is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+        flushed
+    }
+}
+
+impl SledStore {
+    fn flush_now(&self) -> Result<(), StoreError> {
         // Listed before sled's flush: a blob there belongs to a record reserved already, which
         // the flush waits for, so it is whole once the flush returns.
         let before = self.blob_names()?;
@@ -169,10 +218,11 @@ impl Store for SledStore {
 /// sled writes a snapshot to `snap.<lsn>.generating`, syncs it and renames it to `snap.<lsn>`;
 /// one still named so was never finished (a kill or a power cut while opening), yet sled takes
 /// it for a snapshot when it opens and refuses a torn one. Nothing refers to it: removed.
-fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StoreError> {
+/// Returns how many were.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<usize, StoreError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => {
             return Err(StoreError::Backend(format!(
                 "reading {}: {e}",
@@ -180,6 +230,7 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StoreError> {
             )));
         }
     };
+    let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -187,9 +238,10 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StoreError> {
             tracing::warn!(file = %name, "removing a snapshot the store never finished writing");
             std::fs::remove_file(entry.path())
                 .map_err(|e| StoreError::Backend(format!("removing {name}: {e}")))?;
+            removed += 1;
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 impl SledStore {
@@ -236,6 +288,26 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
+
+    /// A failed sync is reported once; the flushes after it must not succeed on the strength
+    /// of a sync that no longer knows about the lost write.
+    #[test]
+    fn after_a_failed_flush_every_flush_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(dir.path()).expect("open");
+        store.put(b"k", b"v").expect("put");
+        store.flush().expect("a healthy flush");
+        // What a failed sync leaves (a disk error cannot be arranged here).
+        store.failed.store(true, Ordering::Release);
+        store.put(b"k", b"w").expect("put");
+        assert!(store.flush().is_err());
+        assert!(store.flush().is_err(), "still failing");
+        drop(store);
+        let reopened = SledStore::open(dir.path()).expect("reopen");
+        reopened
+            .flush()
+            .expect("a store opened again starts afresh");
+    }
 
     /// A snapshot left half-written by a kill while the store opened must not keep it from
     /// opening again.
