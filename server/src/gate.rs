@@ -407,6 +407,34 @@ impl Gate {
         })
     }
 
+    /// The member behind a session, for its next request: what `known` holds while nothing that
+    /// decides access was written since it was read (as a subscription keeps its
+    /// [`Deliveries`]), else read afresh, refusing a member no longer active. Saves each frame
+    /// of a busy session looking up and decoding its member's record.
+    pub fn session_principal(
+        &self,
+        registry: &crate::registry::Registry,
+        member: &escape_proto::MemberId,
+        certificate_expiry: Option<time::OffsetDateTime>,
+        known: &mut Option<KnownPrincipal>,
+    ) -> Result<Arc<Principal>, ApiError> {
+        // Taken before reading: a write racing the read moves the epoch past this value.
+        let epoch = self.epoch.as_ref().map(Epoch::now);
+        if let (Some(now), Some(kept)) = (epoch, known.as_ref())
+            && kept.epoch == now
+        {
+            return Ok(kept.principal.clone());
+        }
+        let principal = Arc::new(
+            Principal::resolve_id(registry, member)?.with_certificate_expiry(certificate_expiry),
+        );
+        *known = epoch.map(|epoch| KnownPrincipal {
+            epoch,
+            principal: principal.clone(),
+        });
+        Ok(principal)
+    }
+
     /// Whether nothing that decides access was written since `deliveries` was read. Without
     /// an epoch (a gate over a store nobody counts writes of) it never is.
     pub fn still_current(&self, deliveries: &Deliveries) -> bool {
@@ -531,6 +559,13 @@ fn not_a_member(room: &RoomName) -> ApiError {
     )
 }
 
+/// A session's member as read at one epoch; see [`Gate::session_principal`].
+#[derive(Debug)]
+pub struct KnownPrincipal {
+    epoch: u64,
+    principal: Arc<Principal>,
+}
+
 /// What one subscriber's deliveries from one room are decided on (see [`Gate::deliveries`]).
 #[derive(Debug)]
 pub struct Deliveries {
@@ -618,6 +653,46 @@ mod tests {
             })
             .expect("put");
         id
+    }
+
+    /// A session reuses its member while nothing that decides access was written, and reads it
+    /// again after such a write: new attributes, or a suspension, count from the next frame.
+    #[test]
+    fn a_session_keeps_its_member_only_until_a_write_that_decides_access() {
+        let raw: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let counted = Arc::new(crate::store::EpochStore::new(raw.clone()));
+        let epoch = counted.epoch();
+        let store: Arc<dyn Store> = counted;
+        let registry = Registry::new(store.clone());
+        let policy = Arc::new(PolicyEngine::load(store.clone()).expect("policy"));
+        let gate = Gate::new(store.clone(), policy).with_epoch(epoch);
+        let id = member(&registry, "m1", MemberStatus::Active);
+        let mut known = None;
+        let first = gate
+            .session_principal(&registry, &id, None, &mut known)
+            .expect("active");
+        // Changed underneath the counting store, as no server write ever is: still the kept one.
+        let renamed = Member {
+            name: "renamed".into(),
+            ..Member::new(id.clone(), "m1")
+        };
+        raw.put(
+            &keys::member(&id),
+            &value::encode(&renamed).expect("encode"),
+        )
+        .expect("put");
+        let kept = gate
+            .session_principal(&registry, &id, None, &mut known)
+            .expect("active");
+        assert!(Arc::ptr_eq(&first, &kept), "reused while the epoch stands");
+        // A write through the store moves the epoch: the next frame reads the member again.
+        registry
+            .update(&id, &id, "test", |m| m.status = MemberStatus::Suspended)
+            .expect("update");
+        let refused = gate
+            .session_principal(&registry, &id, None, &mut known)
+            .expect_err("suspended");
+        assert_eq!(refused.code, ErrorCode::MemberInactive);
     }
 
     /// Every room action: allowed for a member of the room, denied for anyone else.

@@ -236,7 +236,7 @@ async fn every_policy_governed_action_is_denied_to_an_excluded_member() {
 async fn access_follows_attribute_and_policy_changes_mid_stream() {
     let mut d = TestDeployment::new();
     let grid = d.add_member_as("grid", attrs("GridCo", "energy", 1));
-    d.add_member_as("cert", attrs("CERT-EE", "national-cert", 2));
+    let cert = d.add_member_as("cert", attrs("CERT-EE", "national-cert", 2));
     d.start().await;
     let admin = d.client("admin").await;
     let energy = room("energy");
@@ -295,13 +295,32 @@ async fn access_follows_attribute_and_policy_changes_mid_stream() {
         "message 2 was withheld, message 3 arrives"
     );
 
+    // The sender's own clearance drops: its next send on the same connection is refused, and
+    // allowed again once restored (the session decides on the member as it is now).
+    for (clearance, expected) in [(0, Some(ErrorCode::Forbidden)), (2, None)] {
+        admin
+            .update_attributes(
+                &cert,
+                AttributeUpdate::from_pairs([format!("clearance={clearance}").as_str()])
+                    .expect("attrs"),
+                "review".into(),
+            )
+            .await
+            .expect("update");
+        let sent = sender
+            .send(&energy, &format!("3-{clearance}"), Body::text("probe"))
+            .await;
+        assert_eq!(code(sent), expected, "clearance {clearance}");
+    }
+    assert_eq!(events(&mut listener, 1).await[0].seq, 4);
+
     // The room's policy changes to national CERTs only: the energy member stops receiving.
     admin
         .set_policy(Some(&energy), template(&d, "national-certs-only").await)
         .await
         .expect("policy");
     sender
-        .send(&energy, "4", Body::text("certs only"))
+        .send(&energy, "5", Body::text("certs only"))
         .await
         .expect("send");
     admin
@@ -309,13 +328,13 @@ async fn access_follows_attribute_and_policy_changes_mid_stream() {
         .await
         .expect("policy");
     sender
-        .send(&energy, "5", Body::text("open again"))
+        .send(&energy, "6", Body::text("open again"))
         .await
         .expect("send");
     assert_eq!(
         events(&mut listener, 1).await[0].seq,
-        5,
-        "message 4 was withheld"
+        6,
+        "message 5 was withheld"
     );
 
     // Suspension ends the session outright.

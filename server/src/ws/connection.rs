@@ -170,6 +170,8 @@ pub async fn run(
     let idle = tokio::time::sleep(state.limits.idle_timeout());
     tokio::pin!(idle);
     let mut acks = JoinSet::new();
+    // The member as last read, kept until a write that decides access (see the gate).
+    let mut known = None;
     // Sends waiting for durability hold a permit: a client that writes without reading its
     // acks is slowed down instead of piling up tasks.
     let in_flight = Arc::new(Semaphore::new(state.limits.send_queue_frames));
@@ -296,6 +298,7 @@ pub async fn run(
             &mut subscriptions,
             &mut acks,
             &mut typing,
+            &mut known,
         ))
         .await
         {
@@ -339,6 +342,7 @@ async fn handle(
     subscriptions: &mut Subscriptions,
     acks: &mut JoinSet<()>,
     typing: &mut HashMap<RoomName, tokio::time::Instant>,
+    known: &mut Option<crate::gate::KnownPrincipal>,
 ) -> Result<(), ApiError> {
     let Context {
         state,
@@ -347,8 +351,10 @@ async fn handle(
         outbox,
         in_flight,
     } = context;
-    // Attributes and status are read afresh for every request.
-    let principal = Principal::resolve_id(&state.registry, member)?.with_certificate_expiry(expiry);
+    // Attributes and status as they are now: read afresh after any write that decides access.
+    let principal = state
+        .gate
+        .session_principal(&state.registry, member, expiry, known)?;
     let id = request.id;
     match request.frame {
         ClientFrame::Subscribe { room, since } => {
