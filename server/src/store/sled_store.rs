@@ -289,14 +289,20 @@ mod tests {
 
     use super::*;
 
+    /// A store in `dir` holding `k = v`, flushed.
+    fn holding_one_value(dir: &Path) -> SledStore {
+        let store = SledStore::open(dir).expect("open");
+        store.put(b"k", b"v").expect("put");
+        store.flush().expect("a healthy flush");
+        store
+    }
+
     /// A failed sync is reported once; the flushes after it must not succeed on the strength
     /// of a sync that no longer knows about the lost write.
     #[test]
     fn after_a_failed_flush_every_flush_fails() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SledStore::open(dir.path()).expect("open");
-        store.put(b"k", b"v").expect("put");
-        store.flush().expect("a healthy flush");
+        let store = holding_one_value(dir.path());
         // What a failed sync leaves (a disk error cannot be arranged here).
         store.failed.store(true, Ordering::Release);
         store.put(b"k", b"w").expect("put");
@@ -314,11 +320,7 @@ mod tests {
     #[test]
     fn an_unfinished_snapshot_does_not_keep_the_store_from_opening() {
         let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let store = SledStore::open(dir.path()).expect("open");
-            store.put(b"k", b"v").expect("put");
-            store.flush().expect("flush");
-        }
+        drop(holding_one_value(dir.path()));
         std::fs::write(
             dir.path().join("snap.7FFFFFFFFFFFFFFF.generating"),
             b"torn by a power cut",
