@@ -340,13 +340,5 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), Deplo
     fs::rename(&temporary, path).map_err(io_err(path))?;
     // The rename is durable only once the directory is: a key file that vanished after a power
     // cut could leave data wrapped to a key nobody has.
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        sync_dir(dir).map_err(io_err(dir))?;
-    }
-    Ok(())
+    crate::disk::sync_parent(path).map_err(io_err(path))
 }

@@ -114,10 +114,7 @@ pub fn open_deployment(
 /// a power cut (opening would finish it again from the pending file, but need not).
 fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::rename(from, to)?;
-    match to.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => crate::disk::sync_dir(dir),
-        _ => crate::disk::sync_dir(Path::new(".")),
-    }
+    crate::disk::sync_parent(to)
 }
 
 /// The running server's sealed store and master key, so the key can be rotated while it serves.
