@@ -9,8 +9,9 @@
 //! an existing room, membership of it, admin rights for admin actions), then the attribute-based
 //! Cedar policy of the deployment and of the room ([`crate::policy`]), deny by default.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use escape_proto::{ErrorCode, RoomName};
 
@@ -186,7 +187,20 @@ pub struct Gate {
     /// Moves with every write that decides access (when the store is an
     /// [`EpochStore`](crate::store::EpochStore)): lets subscriptions keep what they read.
     epoch: Option<Epoch>,
+    /// Room records decoded at the current epoch, shared by every session: each frame sent to
+    /// a room needs its record, and decoding it again was most of the gate's own allocations.
+    rooms: Arc<Mutex<KnownRooms>>,
 }
+
+/// Room records as read at one epoch.
+#[derive(Debug, Default)]
+struct KnownRooms {
+    epoch: u64,
+    records: HashMap<RoomName, Arc<crate::rooms::RoomRecord>>,
+}
+
+/// Most room records kept; past it they are all read again.
+const KNOWN_ROOMS: usize = 4096;
 
 impl Gate {
     pub fn new(store: Arc<dyn Store>, policy: Arc<PolicyEngine>) -> Self {
@@ -196,6 +210,7 @@ impl Gate {
             members_may_invite: false,
             audit: None,
             epoch: None,
+            rooms: Arc::default(),
         }
     }
 
@@ -309,13 +324,37 @@ impl Gate {
         })
     }
 
-    /// The stored room, or `room_not_found`.
-    pub(crate) fn room(&self, room: &RoomName) -> Result<crate::rooms::RoomRecord, ApiError> {
-        crate::rooms::RoomRecord::require(self.store.as_ref(), room)
+    /// The stored room, or `room_not_found`: as decoded earlier while nothing that decides
+    /// access was written since (room records are such writes), else read now.
+    pub(crate) fn room(&self, room: &RoomName) -> Result<Arc<crate::rooms::RoomRecord>, ApiError> {
+        let read = || crate::rooms::RoomRecord::require(self.store.as_ref(), room).map(Arc::new);
+        let Some(epoch) = &self.epoch else {
+            return read();
+        };
+        // Taken before reading, as every reader of the epoch does.
+        let at = epoch.now();
+        if let Ok(known) = self.rooms.lock()
+            && known.epoch == at
+            && let Some(record) = known.records.get(room)
+        {
+            return Ok(record.clone());
+        }
+        let record = read()?;
+        // Checked under the lock, after the read: a reader that raced a write keeps nothing.
+        if let Ok(mut known) = self.rooms.lock()
+            && epoch.now() == at
+        {
+            if known.epoch != at || known.records.len() >= KNOWN_ROOMS {
+                known.records.clear();
+                known.epoch = at;
+            }
+            known.records.insert(room.clone(), record.clone());
+        }
+        Ok(record)
     }
 
     fn room_admin(&self, room: &RoomName) -> Result<escape_proto::MemberId, ApiError> {
-        Ok(self.room(room)?.created_by)
+        Ok(self.room(room)?.created_by.clone())
     }
 
     /// An invite-only room takes the invited, its admin, deployment admins, and its members
@@ -417,7 +456,7 @@ impl Gate {
         member: &escape_proto::MemberId,
         certificate_expiry: Option<time::OffsetDateTime>,
         known: &mut Option<KnownPrincipal>,
-    ) -> Result<Arc<Principal>, ApiError> {
+    ) -> Result<Principal, ApiError> {
         // Taken before reading: a write racing the read moves the epoch past this value.
         let epoch = self.epoch.as_ref().map(Epoch::now);
         if let (Some(now), Some(kept)) = (epoch, known.as_ref())
@@ -425,9 +464,8 @@ impl Gate {
         {
             return Ok(kept.principal.clone());
         }
-        let principal = Arc::new(
-            Principal::resolve_id(registry, member)?.with_certificate_expiry(certificate_expiry),
-        );
+        let principal =
+            Principal::resolve_id(registry, member)?.with_certificate_expiry(certificate_expiry);
         *known = epoch.map(|epoch| KnownPrincipal {
             epoch,
             principal: principal.clone(),
@@ -563,7 +601,7 @@ fn not_a_member(room: &RoomName) -> ApiError {
 #[derive(Debug)]
 pub struct KnownPrincipal {
     epoch: u64,
-    principal: Arc<Principal>,
+    principal: Principal,
 }
 
 /// What one subscriber's deliveries from one room are decided on (see [`Gate::deliveries`]).
@@ -659,32 +697,19 @@ mod tests {
     /// again after such a write: new attributes, or a suspension, count from the next frame.
     #[test]
     fn a_session_keeps_its_member_only_until_a_write_that_decides_access() {
-        let raw: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let counted = Arc::new(crate::store::EpochStore::new(raw.clone()));
-        let epoch = counted.epoch();
-        let store: Arc<dyn Store> = counted;
-        let registry = Registry::new(store.clone());
-        let policy = Arc::new(PolicyEngine::load(store.clone()).expect("policy"));
-        let gate = Gate::new(store.clone(), policy).with_epoch(epoch);
+        let (_, registry, gate) = counting();
         let id = member(&registry, "m1", MemberStatus::Active);
         let mut known = None;
         let first = gate
             .session_principal(&registry, &id, None, &mut known)
             .expect("active");
-        // Changed underneath the counting store, as no server write ever is: still the kept one.
-        let renamed = Member {
-            name: "renamed".into(),
-            ..Member::new(id.clone(), "m1")
-        };
-        raw.put(
-            &keys::member(&id),
-            &value::encode(&renamed).expect("encode"),
-        )
-        .expect("put");
         let kept = gate
             .session_principal(&registry, &id, None, &mut known)
             .expect("active");
-        assert!(Arc::ptr_eq(&first, &kept), "reused while the epoch stands");
+        assert!(
+            std::ptr::eq(first.member(), kept.member()),
+            "the same record, reused while the epoch stands"
+        );
         // A write through the store moves the epoch: the next frame reads the member again.
         registry
             .update(&id, &id, "test", |m| m.status = MemberStatus::Suspended)
@@ -693,6 +718,60 @@ mod tests {
             .session_principal(&registry, &id, None, &mut known)
             .expect_err("suspended");
         assert_eq!(refused.code, ErrorCode::MemberInactive);
+    }
+
+    /// A room's record is decoded once for every session while nothing that decides access was
+    /// written, and read again after such a write (its settings changed).
+    #[test]
+    fn room_records_are_kept_only_until_a_write_that_decides_access() {
+        let (store, registry, gate) = counting();
+        let admin = member(&registry, "m1", MemberStatus::Active);
+        let room = RoomName::parse("ops").expect("room");
+        let put = |tlp: &str| {
+            store
+                .put(
+                    &keys::room(&room),
+                    &value::encode(&room_record(&room, &admin, tlp)).expect("encode"),
+                )
+                .expect("put");
+        };
+        put("AMBER");
+        let first = gate.room(&room).expect("room");
+        let kept = gate.room(&room).expect("room");
+        assert!(
+            Arc::ptr_eq(&first, &kept),
+            "decoded once while the epoch stands"
+        );
+        put("RED");
+        assert_eq!(gate.room(&room).expect("room").tlp_max, "RED");
+    }
+
+    /// A gate over a store that counts writes deciding access, as the server's is.
+    fn counting() -> (Arc<dyn Store>, Registry, Gate) {
+        let counted = Arc::new(crate::store::EpochStore::new(Arc::new(MemoryStore::new())));
+        let epoch = counted.epoch();
+        let store: Arc<dyn Store> = counted;
+        let policy = Arc::new(PolicyEngine::load(store.clone()).expect("policy"));
+        let gate = Gate::new(store.clone(), policy).with_epoch(epoch);
+        (store.clone(), Registry::new(store), gate)
+    }
+
+    fn room_record(room: &RoomName, admin: &MemberId, tlp: &str) -> crate::rooms::RoomRecord {
+        crate::rooms::RoomRecord {
+            name: room.clone(),
+            topic: String::new(),
+            created_by: admin.clone(),
+            created_at: time::OffsetDateTime::now_utc(),
+            tlp_max: tlp.into(),
+            classification: 0,
+            owner_organisation: String::new(),
+            tags: Vec::new(),
+            history_for_joiners: None,
+            history: None,
+            retention_days: None,
+            invite_only: false,
+            invited: Vec::new(),
+        }
     }
 
     /// Every room action: allowed for a member of the room, denied for anyone else.
@@ -709,22 +788,7 @@ mod tests {
         batch
             .put(
                 keys::room(&room),
-                value::encode(&crate::rooms::RoomRecord {
-                    name: room.clone(),
-                    topic: String::new(),
-                    created_by: inside.clone(),
-                    created_at: time::OffsetDateTime::now_utc(),
-                    tlp_max: "AMBER".into(),
-                    classification: 0,
-                    owner_organisation: String::new(),
-                    tags: Vec::new(),
-                    history_for_joiners: None,
-                    history: None,
-                    retention_days: None,
-                    invite_only: false,
-                    invited: Vec::new(),
-                })
-                .expect("encode"),
+                value::encode(&room_record(&room, &inside, "AMBER")).expect("encode"),
             )
             .put(
                 keys::room_member(&room, &inside),

@@ -5,6 +5,8 @@
 //! the registry knows it at the moment of the request: current attributes, current status.
 //! Only active members become principals.
 
+use std::sync::Arc;
+
 use escape_proto::{ErrorCode, Member, MemberId, MemberStatus};
 
 use crate::error::ApiError;
@@ -26,9 +28,11 @@ pub enum PeerIdentity {
 pub struct CertificateExpiry(pub time::OffsetDateTime);
 
 /// An active member, resolved from the registry for the current request or delivery.
+///
+/// Cheap to clone (the record is shared): every decision hands one to what it authorises.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    member: Member,
+    member: Arc<Member>,
     cert_not_after: Option<time::OffsetDateTime>,
 }
 
@@ -65,7 +69,7 @@ impl Principal {
             ));
         }
         Ok(Self {
-            member,
+            member: Arc::new(member),
             cert_not_after: None,
         })
     }
