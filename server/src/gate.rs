@@ -75,8 +75,9 @@ pub trait Action: sealed::Sealed + std::fmt::Debug {
 
 /// A resource the gate can decide on.
 pub trait Resource: Clone + std::fmt::Debug {
-    /// The resource as the policy sees it, read from the store now.
-    fn target(&self, gate: &Gate) -> Result<Target, ApiError>;
+    /// The resource as the policy sees it, read from the store now (or as the gate keeps it
+    /// while nothing that decides access was written).
+    fn target(&self, gate: &Gate) -> Result<Arc<Target>, ApiError>;
 }
 
 /// The deployment itself, for actions that are not about one room.
@@ -84,26 +85,26 @@ pub trait Resource: Clone + std::fmt::Debug {
 pub struct Deployment;
 
 impl Resource for Deployment {
-    fn target(&self, _gate: &Gate) -> Result<Target, ApiError> {
-        Ok(Target::Deployment)
+    fn target(&self, _gate: &Gate) -> Result<Arc<Target>, ApiError> {
+        Ok(Arc::new(Target::Deployment))
     }
 }
 
 impl Resource for RoomName {
-    fn target(&self, gate: &Gate) -> Result<Target, ApiError> {
-        Ok(Target::Room(gate.room(self)?.attributes()))
+    fn target(&self, gate: &Gate) -> Result<Arc<Target>, ApiError> {
+        Ok(gate.known_room(self)?.target)
     }
 }
 
 impl Resource for escape_proto::MemberId {
-    fn target(&self, gate: &Gate) -> Result<Target, ApiError> {
+    fn target(&self, gate: &Gate) -> Result<Arc<Target>, ApiError> {
         let key = keys::member(self);
         let member = match gate.store.get(&key)? {
             Some(bytes) => crate::store::value::decode(&key, &bytes)?,
             // An unknown target still gets a decision; the handler then reports not_found.
             None => escape_proto::Member::new(self.clone(), ""),
         };
-        Ok(Target::Member(Box::new(member)))
+        Ok(Arc::new(Target::Member(Box::new(member))))
     }
 }
 
@@ -112,8 +113,8 @@ impl Resource for escape_proto::MemberId {
 pub struct ApplicationRef(pub String);
 
 impl Resource for ApplicationRef {
-    fn target(&self, _gate: &Gate) -> Result<Target, ApiError> {
-        Ok(Target::Application(self.0.clone()))
+    fn target(&self, _gate: &Gate) -> Result<Arc<Target>, ApiError> {
+        Ok(Arc::new(Target::Application(self.0.clone())))
     }
 }
 
@@ -196,7 +197,14 @@ pub struct Gate {
 #[derive(Debug, Default)]
 struct KnownRooms {
     epoch: u64,
-    records: HashMap<RoomName, Arc<crate::rooms::RoomRecord>>,
+    records: HashMap<RoomName, KnownRoom>,
+}
+
+/// A room's record and what policies see of it, made from it once.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownRoom {
+    pub record: Arc<crate::rooms::RoomRecord>,
+    pub target: Arc<Target>,
 }
 
 /// Most room records kept; past it they are all read again.
@@ -298,7 +306,7 @@ impl Gate {
             _ => {}
         }
         let target = resource.target(self)?;
-        if let Target::Room(room) = &target {
+        if let Target::Room(room) = &*target {
             match A::KIND {
                 ActionKind::JoinRoom => self.may_join(principal, &room.name)?,
                 ActionKind::ManageRoom => {
@@ -327,7 +335,18 @@ impl Gate {
     /// The stored room, or `room_not_found`: as decoded earlier while nothing that decides
     /// access was written since (room records are such writes), else read now.
     pub(crate) fn room(&self, room: &RoomName) -> Result<Arc<crate::rooms::RoomRecord>, ApiError> {
-        let read = || crate::rooms::RoomRecord::require(self.store.as_ref(), room).map(Arc::new);
+        Ok(self.known_room(room)?.record)
+    }
+
+    /// The stored room and its policy target; see [`Gate::room`].
+    pub(crate) fn known_room(&self, room: &RoomName) -> Result<KnownRoom, ApiError> {
+        let read = || {
+            let record = crate::rooms::RoomRecord::require(self.store.as_ref(), room)?;
+            Ok::<_, ApiError>(KnownRoom {
+                target: Arc::new(Target::Room(record.attributes())),
+                record: Arc::new(record),
+            })
+        };
         let Some(epoch) = &self.epoch else {
             return read();
         };
@@ -335,11 +354,11 @@ impl Gate {
         let at = epoch.now();
         if let Ok(known) = self.rooms.lock()
             && known.epoch == at
-            && let Some(record) = known.records.get(room)
+            && let Some(kept) = known.records.get(room)
         {
-            return Ok(record.clone());
+            return Ok(kept.clone());
         }
-        let record = read()?;
+        let fresh = read()?;
         // Checked under the lock, after the read: a reader that raced a write keeps nothing.
         if let Ok(mut known) = self.rooms.lock()
             && epoch.now() == at
@@ -348,9 +367,9 @@ impl Gate {
                 known.records.clear();
                 known.epoch = at;
             }
-            known.records.insert(room.clone(), record.clone());
+            known.records.insert(room.clone(), fresh.clone());
         }
-        Ok(record)
+        Ok(fresh)
     }
 
     fn room_admin(&self, room: &RoomName) -> Result<escape_proto::MemberId, ApiError> {
@@ -433,13 +452,13 @@ impl Gate {
         let epoch = self.epoch.as_ref().map(Epoch::now);
         let principal =
             Principal::resolve_id(registry, member)?.with_certificate_expiry(certificate_expiry);
-        let record = self.room(room)?;
+        let known = self.known_room(room)?;
         let Some(joined_at) = self.joined_at(room, principal.id())? else {
             return Err(not_a_member(room));
         };
         Ok(Deliveries {
-            shares_history: record.shares_history(),
-            target: Target::Room(record.attributes()),
+            shares_history: known.record.shares_history(),
+            target: known.target,
             joined_at,
             principal,
             epoch,
@@ -608,7 +627,7 @@ pub struct KnownPrincipal {
 #[derive(Debug)]
 pub struct Deliveries {
     principal: Principal,
-    target: Target,
+    target: Arc<Target>,
     shares_history: bool,
     joined_at: time::OffsetDateTime,
     /// The epoch before these were read; `None` when the gate counts no epoch.
@@ -741,6 +760,11 @@ mod tests {
         assert!(
             Arc::ptr_eq(&first, &kept),
             "decoded once while the epoch stands"
+        );
+        let target = |gate: &Gate| gate.known_room(&room).expect("room").target;
+        assert!(
+            Arc::ptr_eq(&target(&gate), &target(&gate)),
+            "and its target made once"
         );
         put("RED");
         assert_eq!(gate.room(&room).expect("room").tlp_max, "RED");
