@@ -259,7 +259,7 @@ impl Gate {
         &self,
         principal: &Principal,
         resource: A::Resource,
-        frame: &str,
+        frame: &'static str,
     ) -> Result<Authorized<A>, ApiError> {
         let decision = self.decide::<A>(principal, resource.clone(), frame);
         if let (Err(denied), Some(audit)) = (&decision, &self.audit)
@@ -282,7 +282,7 @@ impl Gate {
         &self,
         principal: &Principal,
         resource: A::Resource,
-        frame: &str,
+        frame: &'static str,
     ) -> Result<Authorized<A>, ApiError> {
         let member = principal.member();
         match A::KIND {

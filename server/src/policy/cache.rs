@@ -21,6 +21,9 @@ pub struct Key {
     member_version: u64,
     action: ActionKind,
     target: String,
+    /// Policies can read it (`context.frame`): a decision for one kind of frame is not one for
+    /// another.
+    frame: &'static str,
     epoch: u64,
     cert_days_left: i64,
 }
@@ -30,6 +33,7 @@ impl Key {
         member: &Member,
         action: ActionKind,
         target: &Target,
+        frame: &'static str,
         epoch: u64,
         cert_days_left: i64,
     ) -> Self {
@@ -52,6 +56,7 @@ impl Key {
             member_version: member.version,
             action,
             target,
+            frame,
             epoch,
             cert_days_left,
         }

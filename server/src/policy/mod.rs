@@ -359,13 +359,20 @@ impl PolicyEngine {
         member: &Member,
         kind: ActionKind,
         target: &Target,
-        frame: &str,
+        frame: &'static str,
         cert_days_left: i64,
     ) -> Result<(), ApiError> {
         let Some(action) = action_name(kind) else {
             return Ok(());
         };
-        let key = cache::Key::new(member, kind, target, self.cache.epoch(), cert_days_left);
+        let key = cache::Key::new(
+            member,
+            kind,
+            target,
+            frame,
+            self.cache.epoch(),
+            cert_days_left,
+        );
         let allowed = match self.cache.get(&key) {
             Some(allowed) => allowed,
             None => {
@@ -762,6 +769,25 @@ mod tests {
             engine
                 .decide(&cert, ActionKind::Send, &room(), "send", 3)
                 .is_err()
+        );
+        // Context: the kind of frame. A decision for one kind is not reused for another, even
+        // within the second decisions are kept.
+        let no_typing = format!(
+            "{DEPLOYMENT_DEFAULT}\nforbid(principal, action == Action::\"send\", resource is Room) when {{ context.frame == \"typing\" }};"
+        );
+        engine
+            .set(None, &no_typing, &by)
+            .expect("deployment policy");
+        assert!(
+            engine
+                .decide(&cert, ActionKind::Send, &room(), "send", 30)
+                .is_ok()
+        );
+        assert!(
+            engine
+                .decide(&cert, ActionKind::Send, &room(), "typing", 30)
+                .is_err(),
+            "a send allowed a moment ago does not allow typing"
         );
         // Stored policies come back after a reload.
         let reloaded = PolicyEngine::load(engine.store.clone()).expect("reload");
