@@ -198,6 +198,8 @@ pub struct Gate {
 struct KnownRooms {
     epoch: u64,
     records: HashMap<RoomName, KnownRoom>,
+    /// About how much memory the records hold.
+    bytes: usize,
 }
 
 /// A room's record and what policies see of it, made from it once.
@@ -207,8 +209,9 @@ pub(crate) struct KnownRoom {
     pub target: Arc<Target>,
 }
 
-/// Most room records kept; past it they are all read again.
-const KNOWN_ROOMS: usize = 4096;
+/// Most memory the kept room records may hold; past it they are all read again. A record
+/// grows with its invitations (up to ten thousand ids), so a count alone would not bound it.
+const KNOWN_ROOM_BYTES: usize = 8 * 1024 * 1024;
 
 impl Gate {
     pub fn new(store: Arc<dyn Store>, policy: Arc<PolicyEngine>) -> Self {
@@ -363,11 +366,18 @@ impl Gate {
         if let Ok(mut known) = self.rooms.lock()
             && epoch.now() == at
         {
-            if known.epoch != at || known.records.len() >= KNOWN_ROOMS {
+            let size = fresh.record.approximate_bytes();
+            if known.epoch != at || known.bytes + size > KNOWN_ROOM_BYTES {
                 known.records.clear();
+                known.bytes = 0;
                 known.epoch = at;
             }
-            known.records.insert(room.clone(), fresh.clone());
+            if size <= KNOWN_ROOM_BYTES {
+                known.bytes += size;
+                if let Some(old) = known.records.insert(room.clone(), fresh.clone()) {
+                    known.bytes -= old.record.approximate_bytes();
+                }
+            }
         }
         Ok(fresh)
     }
@@ -768,6 +778,33 @@ mod tests {
         );
         put("RED");
         assert_eq!(gate.room(&room).expect("room").tlp_max, "RED");
+    }
+
+    /// Rooms with thousands of invitations each cannot make the kept records outgrow their
+    /// budget: it is counted in bytes, not in rooms.
+    #[test]
+    fn kept_room_records_stay_within_their_budget() {
+        let (store, registry, gate) = counting();
+        let admin = member(&registry, "m1", MemberStatus::Active);
+        let invited: Vec<MemberId> = (0..10_000)
+            .map(|i| MemberId::parse(&format!("m{i:059}")).expect("id"))
+            .collect();
+        let rooms: Vec<RoomName> = (0..12)
+            .map(|n| RoomName::parse(&format!("big-{n}")).expect("room"))
+            .collect();
+        for room in &rooms {
+            let mut record = room_record(room, &admin, "AMBER");
+            record.invited = invited.clone();
+            store
+                .put(&keys::room(room), &value::encode(&record).expect("encode"))
+                .expect("put");
+        }
+        for room in &rooms {
+            assert_eq!(gate.room(room).expect("room").invited.len(), 10_000);
+            let kept = gate.rooms.lock().expect("lock");
+            assert!(kept.bytes <= KNOWN_ROOM_BYTES, "{} bytes kept", kept.bytes);
+            assert!(kept.records.len() < rooms.len());
+        }
     }
 
     /// A gate over a store that counts writes deciding access, as the server's is.

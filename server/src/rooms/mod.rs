@@ -93,6 +93,24 @@ impl RoomRecord {
         self.history_for_joiners.unwrap_or(self.tlp_max != "RED")
     }
 
+    /// About how much memory the decoded record and what policies see of it take, for caches
+    /// that must stay within a budget.
+    pub fn approximate_bytes(&self) -> usize {
+        let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
+        let ids = self
+            .invited
+            .iter()
+            .map(|id| id.as_str().len() + 24)
+            .sum::<usize>();
+        // The record, then the attributes made from it (name, label, owner, tags once more).
+        2 * (self.name.as_str().len() + self.tlp_max.len() + self.owner_organisation.len())
+            + self.topic.len()
+            + self.created_by.as_str().len()
+            + 2 * strings(&self.tags)
+            + ids
+            + 512
+    }
+
     /// What policies see of the room.
     pub fn attributes(&self) -> crate::policy::RoomAttributes {
         crate::policy::RoomAttributes {
