@@ -9,7 +9,6 @@
 //! an existing room, membership of it, admin rights for admin actions), then the attribute-based
 //! Cedar policy of the deployment and of the room ([`crate::policy`]), deny by default.
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +17,7 @@ use escape_proto::{ErrorCode, RoomName};
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::policy::{PolicyEngine, Target};
-use crate::store::{Epoch, Store, keys};
+use crate::store::{Epoch, KeptAtEpoch, Store, keys};
 
 /// What the gate needs to know about an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,16 +189,7 @@ pub struct Gate {
     epoch: Option<Epoch>,
     /// Room records decoded at the current epoch, shared by every session: each frame sent to
     /// a room needs its record, and decoding it again was most of the gate's own allocations.
-    rooms: Arc<Mutex<KnownRooms>>,
-}
-
-/// Room records as read at one epoch.
-#[derive(Debug, Default)]
-struct KnownRooms {
-    epoch: u64,
-    records: HashMap<RoomName, KnownRoom>,
-    /// About how much memory the records hold.
-    bytes: usize,
+    rooms: Arc<Mutex<KeptAtEpoch<RoomName, KnownRoom>>>,
 }
 
 /// A room's record and what policies see of it, made from it once.
@@ -221,7 +211,7 @@ impl Gate {
             members_may_invite: false,
             audit: None,
             epoch: None,
-            rooms: Arc::default(),
+            rooms: Arc::new(Mutex::new(KeptAtEpoch::new(KNOWN_ROOM_BYTES))),
         }
     }
 
@@ -355,29 +345,14 @@ impl Gate {
         };
         // Taken before reading, as every reader of the epoch does.
         let at = epoch.now();
-        if let Ok(known) = self.rooms.lock()
-            && known.epoch == at
-            && let Some(kept) = known.records.get(room)
-        {
-            return Ok(kept.clone());
+        if let Some(kept) = self.rooms.lock().ok().and_then(|known| known.get(room, at)) {
+            return Ok(kept);
         }
         let fresh = read()?;
-        // Checked under the lock, after the read: a reader that raced a write keeps nothing.
-        if let Ok(mut known) = self.rooms.lock()
-            && epoch.now() == at
-        {
+        if let Ok(mut known) = self.rooms.lock() {
             let size = fresh.record.approximate_bytes();
-            if known.epoch != at || known.bytes + size > KNOWN_ROOM_BYTES {
-                known.records.clear();
-                known.bytes = 0;
-                known.epoch = at;
-            }
-            if size <= KNOWN_ROOM_BYTES {
-                known.bytes += size;
-                if let Some(old) = known.records.insert(room.clone(), fresh.clone()) {
-                    known.bytes -= old.record.approximate_bytes();
-                }
-            }
+            // The epoch is read under the lock, after the read of the record.
+            known.keep(room.clone(), fresh.clone(), size, at, epoch.now());
         }
         Ok(fresh)
     }
@@ -802,8 +777,12 @@ mod tests {
         for room in &rooms {
             assert_eq!(gate.room(room).expect("room").invited.len(), 10_000);
             let kept = gate.rooms.lock().expect("lock");
-            assert!(kept.bytes <= KNOWN_ROOM_BYTES, "{} bytes kept", kept.bytes);
-            assert!(kept.records.len() < rooms.len());
+            assert!(
+                kept.bytes() <= KNOWN_ROOM_BYTES,
+                "{} bytes kept",
+                kept.bytes()
+            );
+            assert!(kept.len() < rooms.len());
         }
     }
 

@@ -18,7 +18,9 @@
 //! epoch. The store's own kept values follow the same rule: a value read under epoch `e` is
 //! kept only while the epoch is still `e`, and is given out only while it still is.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -49,14 +51,78 @@ pub struct EpochStore {
     kept: Mutex<Kept>,
 }
 
-/// Access-deciding values read under one epoch (`None`: the key was absent).
-#[derive(Debug, Default)]
-struct Kept {
+/// Values read under one epoch, within a budget of bytes: what the store keeps of the keys
+/// that decide access, and what the gate keeps of the records it decodes from them.
+///
+/// Invariant: a value is kept only if the epoch it was read under is still the current one,
+/// and given out only under that same epoch; when the epoch moves or the budget would be
+/// passed, everything kept is dropped.
+#[derive(Debug)]
+pub struct KeptAtEpoch<K, V> {
     epoch: u64,
-    values: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Bytes of keys and values held.
+    values: HashMap<K, (V, usize)>,
     bytes: usize,
+    budget: usize,
 }
+
+impl<K: Eq + Hash, V: Clone> KeptAtEpoch<K, V> {
+    pub fn new(budget: usize) -> Self {
+        Self {
+            epoch: 0,
+            values: HashMap::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// The value kept for `key` if it was read under `epoch`.
+    pub fn get<Q>(&self, key: &Q, epoch: u64) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        if self.epoch != epoch {
+            return None;
+        }
+        self.values.get(key).map(|(value, _)| value.clone())
+    }
+
+    /// Keeps `value`, about `size` bytes, read under `epoch`, unless the epoch is `now` no
+    /// longer: a reader that raced a write keeps nothing, so it cannot set what is kept back
+    /// to the epoch before that write. Call it after the read.
+    pub fn keep(&mut self, key: K, value: V, size: usize, epoch: u64, now: u64) {
+        if now != epoch {
+            return;
+        }
+        if self.epoch != epoch || self.bytes + size > self.budget {
+            self.values.clear();
+            self.bytes = 0;
+            self.epoch = epoch;
+        }
+        if size <= self.budget {
+            self.bytes += size;
+            if let Some((_, old)) = self.values.insert(key, (value, size)) {
+                self.bytes -= old;
+            }
+        }
+    }
+
+    /// About how many bytes are kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// Access-deciding values read under one epoch (`None`: the key was absent).
+type Kept = KeptAtEpoch<Vec<u8>, Option<Vec<u8>>>;
 
 /// Most bytes kept at once: room for the records of thousands of members and rooms (a room's
 /// record grows with its invitations, up to a few hundred KiB). When full, everything is
@@ -68,17 +134,13 @@ impl EpochStore {
         Self {
             inner,
             epoch: Epoch::default(),
-            kept: Mutex::default(),
+            kept: Mutex::new(KeptAtEpoch::new(MAX_KEPT_BYTES)),
         }
     }
 
     /// The value kept for `key` under the current epoch, if any.
     fn kept(&self, key: &[u8], epoch: u64) -> Option<Option<Vec<u8>>> {
-        let kept = self.kept.lock().ok()?;
-        if kept.epoch != epoch {
-            return None;
-        }
-        kept.values.get(key).cloned()
+        self.kept.lock().ok()?.get(key, epoch)
     }
 
     /// Keeps what was read under `epoch` unless a write has moved it since.
@@ -86,23 +148,9 @@ impl EpochStore {
         let Ok(mut kept) = self.kept.lock() else {
             return;
         };
-        // Checked under the lock, after the read: a reader that raced a write keeps nothing,
-        // so it cannot set the kept values back to the epoch before that write.
-        if self.epoch.now() != epoch {
-            return;
-        }
         let size = key.len() + value.as_ref().map_or(0, Vec::len);
-        if kept.epoch != epoch || kept.bytes + size > MAX_KEPT_BYTES {
-            kept.values.clear();
-            kept.bytes = 0;
-            kept.epoch = epoch;
-        }
-        if size <= MAX_KEPT_BYTES {
-            kept.bytes += size;
-            if let Some(old) = kept.values.insert(key.to_vec(), value.clone()) {
-                kept.bytes -= key.len() + old.map_or(0, |v| v.len());
-            }
-        }
+        // The epoch is read under the lock, after the read of the value.
+        kept.keep(key.to_vec(), value.clone(), size, epoch, self.epoch.now());
     }
 
     pub fn epoch(&self) -> Epoch {
@@ -295,6 +343,10 @@ mod tests {
         );
         assert_eq!(store.get(&b).expect("get"), Some(big));
         let kept = store.kept.lock().expect("lock");
-        assert!(kept.bytes <= MAX_KEPT_BYTES, "{} bytes kept", kept.bytes);
+        assert!(
+            kept.bytes() <= MAX_KEPT_BYTES,
+            "{} bytes kept",
+            kept.bytes()
+        );
     }
 }

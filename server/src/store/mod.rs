@@ -19,7 +19,7 @@ mod conformance;
 
 use std::ops::Bound;
 
-pub use epoch::{Epoch, EpochStore};
+pub use epoch::{Epoch, EpochStore, KeptAtEpoch};
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
