@@ -754,41 +754,31 @@ mod tests {
                 )
                 .is_ok()
         );
-        // Context: a policy can treat a certificate about to expire differently.
-        let expiring = format!(
-            "{DEPLOYMENT_DEFAULT}\nforbid(principal, action == Action::\"send\", resource is Room) when {{ context.cert_days_left < 7 }};"
-        );
-        engine.set(None, &expiring, &by).expect("deployment policy");
+        // Context: a policy can treat a certificate about to expire differently, and one kind
+        // of frame differently from another. Each refusal comes right after an allowed send:
+        // a decision kept for a second is not reused for another context.
         let cert = member("national-cert");
-        assert!(
-            engine
-                .decide(&cert, ActionKind::Send, &room(), "send", 30)
-                .is_ok()
-        );
-        assert!(
-            engine
-                .decide(&cert, ActionKind::Send, &room(), "send", 3)
-                .is_err()
-        );
-        // Context: the kind of frame. A decision for one kind is not reused for another, even
-        // within the second decisions are kept.
-        let no_typing = format!(
-            "{DEPLOYMENT_DEFAULT}\nforbid(principal, action == Action::\"send\", resource is Room) when {{ context.frame == \"typing\" }};"
-        );
-        engine
-            .set(None, &no_typing, &by)
-            .expect("deployment policy");
-        assert!(
-            engine
-                .decide(&cert, ActionKind::Send, &room(), "send", 30)
-                .is_ok()
-        );
-        assert!(
-            engine
-                .decide(&cert, ActionKind::Send, &room(), "typing", 30)
-                .is_err(),
-            "a send allowed a moment ago does not allow typing"
-        );
+        for (condition, frame, days_left) in [
+            ("context.cert_days_left < 7", "send", 3),
+            ("context.frame == \"typing\"", "typing", 30),
+        ] {
+            let policy = format!(
+                "{DEPLOYMENT_DEFAULT}\nforbid(principal, action == Action::\"send\", resource is Room) when {{ {condition} }};"
+            );
+            engine.set(None, &policy, &by).expect("deployment policy");
+            assert!(
+                engine
+                    .decide(&cert, ActionKind::Send, &room(), "send", 30)
+                    .is_ok(),
+                "{condition}: allowed"
+            );
+            assert!(
+                engine
+                    .decide(&cert, ActionKind::Send, &room(), frame, days_left)
+                    .is_err(),
+                "{condition}: refused"
+            );
+        }
         // Stored policies come back after a reload.
         let reloaded = PolicyEngine::load(engine.store.clone()).expect("reload");
         assert!(
