@@ -72,7 +72,6 @@ pub async fn approve(
         &id,
         format!("member {member}"),
     );
-    state.persist().await?;
     Ok(Json(application))
 }
 
@@ -96,7 +95,6 @@ pub async fn reject(
         &id,
         request.reason,
     );
-    state.persist().await?;
     Ok(Json(application))
 }
 
@@ -145,7 +143,6 @@ pub async fn change_status(
         member.id.as_str(),
         request.reason,
     );
-    state.persist().await?;
     Ok(Json(member))
 }
 
@@ -178,7 +175,6 @@ pub async fn update_attributes(
         member.id.as_str(),
         detail,
     );
-    state.persist().await?;
     Ok(Json(member))
 }
 

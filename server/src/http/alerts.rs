@@ -40,9 +40,6 @@ pub async fn send(
             ),
         );
     }
-    if !dry_run {
-        state.persist().await?;
-    }
     let status = if dry_run {
         StatusCode::OK
     } else {
@@ -71,7 +68,6 @@ pub async fn ack(
         .gate
         .authorize::<action::ReadSelf>(&principal, Deployment)?;
     state.alerts.ack(auth.principal().id(), &id)?;
-    state.persist().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

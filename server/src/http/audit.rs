@@ -47,7 +47,6 @@ pub async fn rotate_keys(
             rotated.data_keys, rotated.recipient
         ),
     );
-    state.persist().await?;
     Ok(Json(KeyRotation {
         data_keys: rotated.data_keys,
         recipient: rotated.recipient,

@@ -35,6 +35,10 @@ pub fn router(state: AppState) -> Router {
             ApiError::new(ErrorCode::NotFound, "this listener serves enrollment only")
         })
         .layer(DefaultBodyLimit::max(super::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::durable_writes,
+        ))
         .with_state(state)
 }
 
@@ -47,8 +51,6 @@ async fn submit(
     state
         .audit
         .record(None, "application.submit", &receipt.id, "");
-    // A single-use invitation is spent by this application: it must stay spent.
-    state.persist().await?;
     Ok((StatusCode::CREATED, Json(receipt)))
 }
 
@@ -122,6 +124,7 @@ async fn callback(
     state
         .audit
         .record(None, "application.verified", &application, detail);
+    // A GET that writes (the provider redirects the browser here): flushed by hand.
     state.persist().await?;
     Ok(format!(
         "Identity verified for application {application}: {} ({}). You can close this window and return to your terminal.\n",

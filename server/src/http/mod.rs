@@ -47,6 +47,9 @@
 //!
 //! Every handler takes a [`Principal`] (an active member, or the request is refused with 403)
 //! and asks the gate before acting.
+//!
+//! Every request that may write (any method but `GET`, `HEAD` and `OPTIONS`) is on disk before
+//! its successful reply goes out ([`durable_writes`]), whichever handler served it.
 
 mod admin;
 mod alerts;
@@ -61,7 +64,10 @@ mod vetting;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use escape_proto::{ErrorCode, Member};
 
@@ -182,7 +188,34 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::taxii::router().layer(DefaultBodyLimit::max(indicators::MAX_BULK_BYTES)))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            durable_writes,
+        ))
         .with_state(state)
+}
+
+/// A successful reply to a request that may have written (a suspension, a policy, a file key
+/// generation, a read marker) goes out only once the store is flushed: sled syncs on its own
+/// only every half second, and a power cut must not undo what the caller was told holds. One
+/// rule for every route, so that no handler can forget it. Reads pass untouched.
+pub(crate) async fn durable_writes(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let writes = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let response = next.run(request).await;
+    if writes
+        && response.status().is_success()
+        && let Err(error) = state.persist().await
+    {
+        return error.into_response();
+    }
+    response
 }
 
 async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<Member>, ApiError> {

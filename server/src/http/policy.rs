@@ -76,7 +76,6 @@ pub async fn set_deployment(
     state
         .audit
         .record(Some(principal.id()), "policy.set", "deployment", detail);
-    state.persist().await?;
     Ok(Json(document(record)))
 }
 
@@ -128,7 +127,6 @@ pub async fn set_room(
         auth.resource().as_str(),
         detail,
     );
-    state.persist().await?;
     Ok(Json(document(record)))
 }
 

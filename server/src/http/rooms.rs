@@ -46,7 +46,6 @@ pub async fn create(
         "",
     );
     tracing::info!(member = %principal.id(), room = %summary.name, "room created");
-    state.persist().await?;
     Ok((StatusCode::CREATED, Json(summary)))
 }
 
@@ -65,7 +64,6 @@ pub async fn join(
     state
         .audit
         .record(Some(principal.id()), "room.join", summary.name.as_str(), "");
-    state.persist().await?;
     Ok(Json(summary))
 }
 
@@ -84,7 +82,6 @@ pub async fn leave(
         summary.name.as_str(),
         "",
     );
-    state.persist().await?;
     Ok(Json(summary))
 }
 
@@ -114,7 +111,6 @@ pub async fn remove_member(
         auth.resource().as_str(),
         format!("{member}: {}", reason.reason.trim()),
     );
-    state.persist().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -176,7 +172,6 @@ pub async fn settings(
         summary.name.as_str(),
         detail,
     );
-    state.persist().await?;
     Ok(Json(summary))
 }
 
@@ -200,7 +195,6 @@ pub async fn invite(
         auth.resource().as_str(),
         member.to_string(),
     );
-    state.persist().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -34,7 +34,6 @@ pub async fn create_invite(
     state
         .audit
         .record(Some(principal.id()), "invite.create", "", detail);
-    state.persist().await?;
     Ok((StatusCode::CREATED, Json(invite)))
 }
 
@@ -56,7 +55,6 @@ pub async fn vouch(
         &application.id,
         "",
     );
-    state.persist().await?;
     Ok(Json(application))
 }
 
@@ -91,7 +89,6 @@ pub async fn renew(
         principal.id().as_str(),
         detail,
     );
-    state.persist().await?;
     Ok(Json(renewed))
 }
 
