@@ -318,6 +318,22 @@ pub fn write_public(path: &Path, contents: &str) -> Result<(), DeploymentError> 
     write_atomically(path, contents.as_bytes(), 0o644)
 }
 
+/// Writes an operator's settings file (`escape.toml`) the same way, keeping the mode the
+/// operator gave it (readable by all when it is new): rewritten in place, a power cut could
+/// leave it empty or half written, and the server would start on other settings than the
+/// operator's, or not at all.
+pub fn write_settings(path: &Path, contents: &str) -> Result<(), DeploymentError> {
+    let mode = match fs::metadata(path) {
+        #[cfg(unix)]
+        Ok(metadata) => std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o7777,
+        #[cfg(not(unix))]
+        Ok(_) => 0o644,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0o644,
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    write_atomically(path, contents.as_bytes(), mode)
+}
+
 #[cfg_attr(not(unix), allow(unused_variables))]
 fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), DeploymentError> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -341,4 +357,44 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), Deplo
     // The rename is durable only once the directory is: a key file that vanished after a power
     // cut could leave data wrapped to a key nobody has.
     crate::disk::sync_parent(path).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn settings_are_replaced_whole_and_keep_the_operators_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(crate::config::CONFIG_FILE);
+
+        write_settings(&path, "listen = \"127.0.0.1:9443\"\n").expect("new file");
+        assert_eq!(mode(&path), 0o644, "a new settings file is readable by all");
+
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        write_settings(&path, "listen = \"127.0.0.1:9444\"\n").expect("rewrite");
+        assert_eq!(
+            fs::read_to_string(&path).expect("read"),
+            "listen = \"127.0.0.1:9444\"\n"
+        );
+        assert_eq!(mode(&path), 0o600, "the operator's mode is kept");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names,
+            [crate::config::CONFIG_FILE],
+            "no temporary file is left"
+        );
+    }
 }

@@ -286,12 +286,16 @@ fn init(
     if listen.to_string() != DEFAULT_LISTEN {
         // Keep what the operator wrote before the first start; add the address unless it is set.
         let path = data.join(escape_server::config::CONFIG_FILE);
-        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        let existing = match std::fs::read_to_string(&path) {
+            Ok(existing) => existing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => bail!("reading {}: {e}", path.display()),
+        };
         if !existing
             .lines()
             .any(|l| l.trim_start().starts_with("listen"))
         {
-            std::fs::write(&path, format!("listen = \"{listen}\"\n{existing}"))?;
+            deployment::write_settings(&path, &format!("listen = \"{listen}\"\n{existing}"))?;
         }
     }
     println!("deployment created in {}", data.display());
