@@ -36,4 +36,4 @@ pub mod vetting;
 pub mod ws;
 
 pub use config::{Config, Limits};
-pub use server::{RunningServer, StartError, start};
+pub use server::{RunningServer, StartError, StoreLayer, start, start_layered};

@@ -105,8 +105,18 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError>
     Ok((listener, local))
 }
 
+/// Something put between the server and its store: it receives the store every component
+/// reads and writes through, and returns the one they will use instead.
+pub type StoreLayer = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store> + Send>;
+
 /// Opens the deployment in `config.data_dir` and starts serving on `config.listen`.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    start_layered(config, Box::new(|store| store)).await
+}
+
+/// [`start`], with every component's store wrapped by `layer`: how the tests give a real server
+/// a disk that fails, to see that nothing is acknowledged after a write that may be lost.
+pub async fn start_layered(config: Config, layer: StoreLayer) -> Result<RunningServer, StartError> {
     crate::tls::install_provider();
     let layout = Layout::new(&config.data_dir);
     if !layout.is_initialised() {
@@ -118,7 +128,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     // Every component writes through this one store, so every access-deciding write is counted.
     let counted = crate::store::EpochStore::new(sealed.clone());
     let epoch = counted.epoch();
-    let store: Arc<dyn Store> = Arc::new(counted);
+    let store: Arc<dyn Store> = layer(Arc::new(counted));
     let sealing = Arc::new(crate::seal::Sealing::new(sealed, master));
     let pki = Arc::new(Pki::load(&layout, store.clone())?);
     let (listener, local_addr) = bind(config.listen).await?;

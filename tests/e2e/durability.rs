@@ -1,8 +1,13 @@
 //! What was acknowledged stays: across a graceful restart, with sequences continuing.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use escape_client::ClientError;
 use escape_e2e::{TestDeployment, next_frame};
 use escape_proto::room::HistoryQuery;
 use escape_proto::{Body, ErrorCode, RoomName, ServerFrame};
+use escape_server::store::{Batch, Entry, Order, Range, Store, StoreError, Swap};
 
 #[tokio::test]
 async fn a_message_acknowledged_before_the_server_stopped_is_there_after_restart() {
@@ -69,4 +74,114 @@ async fn shutdown_closes_websockets_with_a_reason() {
         matches!(end, Err(escape_client::ClientError::Closed(Some(ref reason))) if reason == "shutting_down"),
         "expected a close frame, got {end:?}"
     );
+}
+
+/// A disk that fails once told to: from then on every flush returns an error, as a sync does
+/// after the kernel dropped a write. Reads and writes go to the real store underneath.
+#[derive(Debug)]
+struct FailingDisk {
+    inner: Arc<dyn Store>,
+    failing: Arc<AtomicBool>,
+}
+
+impl Store for FailingDisk {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.inner.apply(batch)
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Swap, StoreError> {
+        self.inner.compare_and_swap(key, expected, new)
+    }
+
+    fn scan(&self, range: &Range, order: Order, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.inner.scan(range, order, limit)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("the disk lost a write".into()));
+        }
+        self.inner.flush()
+    }
+}
+
+/// A started deployment whose disk fails once the returned switch is set, with a room `ops`
+/// the admin created while the disk still worked.
+async fn on_a_disk_that_will_fail() -> (TestDeployment, Arc<AtomicBool>, RoomName) {
+    let mut d = TestDeployment::new();
+    let failing = Arc::new(AtomicBool::new(false));
+    let switch = failing.clone();
+    d.start_layered(move || {
+        let failing = switch.clone();
+        Box::new(move |inner| Arc::new(FailingDisk { inner, failing }))
+    })
+    .await;
+    let ops = RoomName::parse("ops").expect("room");
+    d.client("admin")
+        .await
+        .create_room(ops.clone(), String::new())
+        .await
+        .expect("created while the disk works");
+    (d, failing, ops)
+}
+
+#[tokio::test]
+async fn a_message_whose_flush_failed_is_never_acknowledged_and_the_server_stops() {
+    let (mut d, failing, ops) = on_a_disk_that_will_fail().await;
+    let mut channel = d.channel("admin").await;
+    channel
+        .send(&ops, "before", Body::text("kept"))
+        .await
+        .expect("acknowledged while the disk works");
+
+    failing.store(true, Ordering::SeqCst);
+    match channel.send(&ops, "after", Body::text("maybe lost")).await {
+        Err(ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::Internal);
+            assert!(message.contains("store failed to write"), "{message}");
+            assert!(
+                message.contains("retry with the same client_msg_id"),
+                "{message}"
+            );
+        }
+        other => panic!("a message whose flush failed was answered with {other:?}"),
+    }
+    assert!(d.store_failed());
+    d.stopped().await;
+}
+
+#[tokio::test]
+async fn a_request_whose_write_could_not_be_flushed_says_so_and_the_server_stops() {
+    let (mut d, failing, _) = on_a_disk_that_will_fail().await;
+    let admin = d.client("admin").await;
+
+    failing.store(true, Ordering::SeqCst);
+    let second = RoomName::parse("second").expect("room");
+    match admin.create_room(second, String::new()).await {
+        Err(ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::Internal);
+            assert!(
+                message.contains("applied but could not be written to disk"),
+                "{message}"
+            );
+        }
+        other => panic!("a write that could not be flushed was answered with {other:?}"),
+    }
+    assert!(d.store_failed());
+    d.stopped().await;
+
+    // Once the disk works again the server starts from what it holds.
+    failing.store(false, Ordering::SeqCst);
+    d.start().await;
+    let rooms = d.client("admin").await.rooms().await.expect("rooms");
+    assert!(rooms.iter().any(|r| r.name.as_str() == "ops"), "{rooms:?}");
 }

@@ -185,6 +185,11 @@ impl TestDeployment {
     }
 
     pub async fn start(&mut self) {
+        self.start_layered(|| Box::new(|store| store)).await;
+    }
+
+    /// Starts the server with its store wrapped by what `layer` makes (one per attempt to start).
+    pub async fn start_layered(&mut self, layer: impl Fn() -> escape_server::StoreLayer) {
         assert!(self.server.is_none(), "already started");
         let mut config = Config::ephemeral(self.dir.path());
         config.master_key = self.master_key();
@@ -201,7 +206,7 @@ impl TestDeployment {
         // On a restart another process may briefly hold the old port: retry for a while.
         let mut attempts = 0;
         let server = loop {
-            match escape_server::start(config.clone()).await {
+            match escape_server::start_layered(config.clone(), layer()).await {
                 Ok(server) => break server,
                 Err(escape_server::StartError::Listen { .. }) if attempts < 100 => {
                     attempts += 1;
@@ -213,6 +218,22 @@ impl TestDeployment {
         self.enroll_addr = Some(server.enroll_addr());
         self.addr = Some(server.local_addr());
         self.server = Some(server);
+    }
+
+    /// Whether the server's store failed to flush (the server then stops by itself).
+    pub fn store_failed(&self) -> bool {
+        self.server
+            .as_ref()
+            .expect("server started")
+            .store_failed()
+            .is_cancelled()
+    }
+
+    /// Waits until a server that stopped by itself has finished stopping.
+    pub async fn stopped(&mut self) {
+        if let Some(server) = self.server.take() {
+            within("the server stopping by itself", server.stopped()).await;
+        }
     }
 
     /// Graceful stop: what the server acknowledged is flushed; the data dir can be reopened.
