@@ -39,8 +39,36 @@ impl Scope {
 pub struct DataKeys {
     store: Arc<dyn Store>,
     master: RwLock<age::x25519::Identity>,
-    ciphers: RwLock<HashMap<Scope, Arc<XChaCha20Poly1305>>>,
+    keys: RwLock<HashMap<Scope, Arc<DataKey>>>,
     random: SystemRandom,
+}
+
+/// One scope's data key, unwrapped.
+pub struct DataKey {
+    bytes: [u8; KEY_BYTES],
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKey").finish_non_exhaustive()
+    }
+}
+
+impl DataKey {
+    /// XChaCha20-Poly1305 under this key: opens and seals under any nonce.
+    pub fn cipher(&self) -> &XChaCha20Poly1305 {
+        &self.cipher
+    }
+
+    /// The key XChaCha20-Poly1305 derives from this one for every nonce that starts with
+    /// `prefix` (HChaCha20 of the key and the prefix). ChaCha20-Poly1305 under it, with four
+    /// zero bytes and the nonce's last eight as its nonce, is XChaCha20-Poly1305 under this key
+    /// byte for byte: the derivation is done once instead of for every value.
+    pub fn subkey(&self, prefix: &[u8; 16]) -> [u8; KEY_BYTES] {
+        chacha20::hchacha::<chacha20::cipher::consts::U10>((&self.bytes).into(), prefix.into())
+            .into()
+    }
 }
 
 impl std::fmt::Debug for DataKeys {
@@ -58,10 +86,10 @@ impl DataKeys {
         let keys = Self {
             store,
             master: RwLock::new(master.identity().clone()),
-            ciphers: RwLock::new(HashMap::new()),
+            keys: RwLock::new(HashMap::new()),
             random: SystemRandom::new(),
         };
-        keys.cipher(&Scope::Deployment).map_err(|e| match e {
+        keys.key(&Scope::Deployment).map_err(|e| match e {
             StoreError::Corrupt { reason, .. } => SealError::WrongMasterKey {
                 path: master.path().display().to_string(),
                 reason,
@@ -71,10 +99,10 @@ impl DataKeys {
         Ok(keys)
     }
 
-    /// The cipher for `scope`, creating and storing its data key on first use.
-    pub fn cipher(&self, scope: &Scope) -> Result<Arc<XChaCha20Poly1305>, StoreError> {
-        if let Some(cipher) = self.ciphers.read().map_err(poisoned)?.get(scope) {
-            return Ok(cipher.clone());
+    /// The data key of `scope`, created and stored on first use.
+    pub fn key(&self, scope: &Scope) -> Result<Arc<DataKey>, StoreError> {
+        if let Some(key) = self.keys.read().map_err(poisoned)?.get(scope) {
+            return Ok(key.clone());
         }
         let store_key = keys::data_key(&scope.label());
         // Held across wrap and store so that a rotation cannot slip in between and leave a key
@@ -104,12 +132,15 @@ impl DataKeys {
             }
         };
         drop(master);
-        let cipher = Arc::new(XChaCha20Poly1305::new(&key.into()));
-        self.ciphers
+        let key = Arc::new(DataKey {
+            cipher: XChaCha20Poly1305::new(&key.into()),
+            bytes: key,
+        });
+        self.keys
             .write()
             .map_err(poisoned)?
-            .insert(scope.clone(), cipher.clone());
-        Ok(cipher)
+            .insert(scope.clone(), key.clone());
+        Ok(key)
     }
 
     /// Re-wraps every data key to `successor` in one atomic batch and makes it the identity

@@ -23,7 +23,7 @@ mod sealed_store;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub use data_keys::{DataKeys, Scope};
+pub use data_keys::{DataKey, DataKeys, Scope};
 pub use master::{MasterKey, MasterKeyOptions, PASSPHRASE_ENV, default_master_key_path};
 pub use sealed_store::SealedStore;
 

@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use chacha20poly1305::XChaCha20Poly1305;
 use chacha20poly1305::aead::{Aead, Payload};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::{DataKeys, MasterKey, Scope, SealError};
@@ -18,6 +18,8 @@ const VERSION: u8 = 1;
 const NONCE_BYTES: usize = 24;
 /// The random part of a nonce; the rest counts.
 const NONCE_PREFIX_BYTES: usize = 16;
+/// Poly1305's tag, after the ciphertext.
+const TAG_BYTES: usize = 16;
 
 /// Unique nonces without a system call for each: random bytes drawn once, when the store is
 /// opened, then a counter. Drawing all 24 bytes for every value cost a `getrandom` call per
@@ -97,12 +99,38 @@ impl Opened {
 /// How often a compare-and-swap retries when another writer re-sealed the same value meanwhile.
 const SWAP_ATTEMPTS: usize = 8;
 
+/// The keys this opening of the store seals with, one per scope: every nonce it draws starts
+/// with the same random prefix, so each value's XChaCha20-Poly1305 is ChaCha20-Poly1305 under
+/// one subkey per scope (see [`super::DataKey::subkey`]), derived on first use. Deriving it for
+/// every value, and the portable Poly1305 it came with, were most of the cost of sealing a
+/// message.
+#[derive(Default)]
+struct Sealers {
+    deployment: OnceLock<Arc<LessSafeKey>>,
+    /// By room name, so that finding one takes no allocation.
+    rooms: RwLock<HashMap<Vec<u8>, Arc<LessSafeKey>>>,
+}
+
+impl std::fmt::Debug for Sealers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealers").finish_non_exhaustive()
+    }
+}
+
+/// The ChaCha20-Poly1305 nonce that goes with an XChaCha20-Poly1305 nonce under its subkey.
+fn inner_nonce(nonce: &[u8; NONCE_BYTES]) -> Nonce {
+    let mut inner = [0u8; 12];
+    inner[4..].copy_from_slice(&nonce[NONCE_PREFIX_BYTES..]);
+    Nonce::assume_unique_for_key(inner)
+}
+
 /// Seals values under their scope's data key; see the module docs of [`crate::seal`].
 #[derive(Debug)]
 pub struct SealedStore {
     inner: Arc<dyn Store>,
     keys: DataKeys,
     nonces: Nonces,
+    sealers: Sealers,
     opened: Mutex<Opened>,
 }
 
@@ -113,6 +141,7 @@ impl SealedStore {
             keys: DataKeys::open(inner.clone(), master)?,
             inner,
             nonces: Nonces::new(&SystemRandom::new())?,
+            sealers: Sealers::default(),
             opened: Mutex::new(Opened::default()),
         })
     }
@@ -126,29 +155,59 @@ impl SealedStore {
         &self.inner
     }
 
-    fn cipher(&self, key: &[u8]) -> Result<Arc<XChaCha20Poly1305>, StoreError> {
-        self.keys.cipher(&Scope::of(key))
+    /// This opening's sealing key for the scope of store key `key`.
+    fn sealer(&self, key: &[u8]) -> Result<Arc<LessSafeKey>, StoreError> {
+        let room = keys::room_scope(key);
+        let kept = match room {
+            None => self.sealers.deployment.get().cloned(),
+            Some(room) => self
+                .sealers
+                .rooms
+                .read()
+                .map_err(|_| sealers_poisoned())?
+                .get(room)
+                .cloned(),
+        };
+        if let Some(sealer) = kept {
+            return Ok(sealer);
+        }
+        let subkey = self.keys.key(&Scope::of(key))?.subkey(&self.nonces.prefix);
+        let unbound = UnboundKey::new(&CHACHA20_POLY1305, &subkey)
+            .map_err(|_| StoreError::Backend("a sealing key was refused".into()))?;
+        let sealer = Arc::new(LessSafeKey::new(unbound));
+        match room {
+            None => Ok(self.sealers.deployment.get_or_init(|| sealer).clone()),
+            Some(room) => Ok(self
+                .sealers
+                .rooms
+                .write()
+                .map_err(|_| sealers_poisoned())?
+                .entry(room.to_vec())
+                .or_insert(sealer)
+                .clone()),
+        }
     }
 
+    /// The format of [`VERSION`]: XChaCha20-Poly1305 under the scope's data key, made with this
+    /// opening's subkey (see [`Sealers`]).
     fn seal(&self, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
         if passes_through(key) {
             return Ok(plaintext.to_vec());
         }
+        let sealer = self.sealer(key)?;
         let nonce = self.nonces.next();
-        let ciphertext = self
-            .cipher(key)?
-            .encrypt(
-                (&nonce).into(),
-                Payload {
-                    msg: plaintext,
-                    aad: key,
-                },
-            )
-            .map_err(|_| StoreError::Backend("sealing failed".into()))?;
-        let mut sealed = Vec::with_capacity(1 + NONCE_BYTES + ciphertext.len());
+        let mut sealed = Vec::with_capacity(1 + NONCE_BYTES + plaintext.len() + TAG_BYTES);
         sealed.push(VERSION);
         sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
+        sealed.extend_from_slice(plaintext);
+        let tag = sealer
+            .seal_in_place_separate_tag(
+                inner_nonce(&nonce),
+                Aad::from(key),
+                &mut sealed[1 + NONCE_BYTES..],
+            )
+            .map_err(|_| StoreError::Backend("sealing failed".into()))?;
+        sealed.extend_from_slice(tag.as_ref());
         Ok(sealed)
     }
 
@@ -185,7 +244,21 @@ impl SealedStore {
         let nonce: &[u8; NONCE_BYTES] = nonce
             .try_into()
             .map_err(|_| corrupt("not a sealed value"))?;
-        self.cipher(key)?
+        let refused = || corrupt("does not open: altered, moved, or sealed under another key");
+        // Sealed by this opening: its subkey is kept.
+        if nonce[..NONCE_PREFIX_BYTES] == self.nonces.prefix {
+            let mut plain = ciphertext.to_vec();
+            let len = self
+                .sealer(key)?
+                .open_in_place(inner_nonce(nonce), Aad::from(key), &mut plain)
+                .map_err(|_| refused())?
+                .len();
+            plain.truncate(len);
+            return Ok(plain);
+        }
+        self.keys
+            .key(&Scope::of(key))?
+            .cipher()
             .decrypt(
                 nonce.into(),
                 Payload {
@@ -193,8 +266,12 @@ impl SealedStore {
                     aad: key,
                 },
             )
-            .map_err(|_| corrupt("does not open: altered, moved, or sealed under another key"))
+            .map_err(|_| refused())
     }
+}
+
+fn sealers_poisoned() -> StoreError {
+    StoreError::Backend("the sealing keys' lock is poisoned".into())
 }
 
 /// Wrapped data keys are stored as they are.
@@ -340,6 +417,49 @@ mod tests {
             .map(|(_, value)| value[1..1 + NONCE_BYTES].to_vec())
             .collect();
         assert_eq!(nonces.len(), 1000);
+    }
+
+    #[test]
+    fn sealing_is_xchacha20_poly1305_under_the_scopes_data_key_byte_for_byte() {
+        let dir = tempfile::tempdir().expect("dir");
+        let raw: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let key = master(dir.path(), "k");
+        let first = SealedStore::new(raw.clone(), &key).expect("open");
+        // A room's scope and the deployment's.
+        for (store_key, plain) in [
+            (&b"msg/ops/1"[..], &b"the secret indicator 198.51.100.7"[..]),
+            (b"member/m1", b"organisation CERT-X"),
+        ] {
+            first.put(store_key, plain).expect("put");
+            let stored = raw.get(store_key).expect("get").expect("present");
+            let nonce: [u8; NONCE_BYTES] = stored[1..1 + NONCE_BYTES].try_into().expect("nonce");
+            let data_key = first.data_keys().key(&Scope::of(store_key)).expect("key");
+            let reference = data_key
+                .cipher()
+                .encrypt(
+                    (&nonce).into(),
+                    Payload {
+                        msg: plain,
+                        aad: store_key,
+                    },
+                )
+                .expect("reference seal");
+            assert_eq!(stored[0], VERSION);
+            assert_eq!(&stored[1 + NONCE_BYTES..], reference.as_slice());
+
+            // Another opening of the store has another prefix: it opens the value the
+            // long way, and refuses it altered.
+            let second = SealedStore::new(raw.clone(), &key).expect("reopen");
+            assert_eq!(second.get(store_key).expect("get").as_deref(), Some(plain));
+            let mut altered = stored.clone();
+            altered[1 + NONCE_BYTES] ^= 1;
+            raw.put(store_key, &altered).expect("alter");
+            let third = SealedStore::new(raw.clone(), &key).expect("reopen");
+            assert!(matches!(
+                third.get(store_key),
+                Err(StoreError::Corrupt { .. })
+            ));
+        }
     }
 
     #[test]
