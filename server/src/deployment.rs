@@ -321,8 +321,16 @@ pub fn write_public(path: &Path, contents: &str) -> Result<(), DeploymentError> 
 /// Writes an operator's settings file (`escape.toml`) the same way, keeping the mode the
 /// operator gave it (readable by all when it is new): rewritten in place, a power cut could
 /// leave it empty or half written, and the server would start on other settings than the
-/// operator's, or not at all.
+/// operator's, or not at all. A symbolic link stays one: the file it points to is replaced.
 pub fn write_settings(path: &Path, contents: &str) -> Result<(), DeploymentError> {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let resolved;
+    let path = if is_link {
+        resolved = fs::canonicalize(path).map_err(io_err(path))?;
+        resolved.as_path()
+    } else {
+        path
+    };
     let mode = match fs::metadata(path) {
         #[cfg(unix)]
         Ok(metadata) => std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o7777,
@@ -396,5 +404,22 @@ mod tests {
             [crate::config::CONFIG_FILE],
             "no temporary file is left"
         );
+
+        // An operator's link to a settings file kept elsewhere stays a link.
+        let elsewhere = dir.path().join("kept-elsewhere.toml");
+        fs::rename(&path, &elsewhere).expect("move");
+        std::os::unix::fs::symlink(&elsewhere, &path).expect("link");
+        write_settings(&path, "listen = \"127.0.0.1:9445\"\n").expect("through the link");
+        assert!(
+            fs::symlink_metadata(&path)
+                .expect("stat")
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            fs::read_to_string(&elsewhere).expect("read"),
+            "listen = \"127.0.0.1:9445\"\n"
+        );
+        assert_eq!(mode(&elsewhere), 0o600);
     }
 }

@@ -281,24 +281,28 @@ fn init(
     if Layout::new(data).is_initialised() {
         bail!("{} already holds a deployment", data.display());
     }
+    // Keep what the operator wrote before the first start; add the address unless it is set.
+    // Read before anything is created, so that an unreadable file stops init with nothing done.
+    let settings = data.join(escape_server::config::CONFIG_FILE);
+    let with_listen = if listen.to_string() != DEFAULT_LISTEN {
+        let existing = match std::fs::read_to_string(&settings) {
+            Ok(existing) => existing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => bail!("reading {}: {e}", settings.display()),
+        };
+        (!existing
+            .lines()
+            .any(|l| l.trim_start().starts_with("listen")))
+        .then(|| format!("listen = \"{listen}\"\n{existing}"))
+    } else {
+        None
+    };
     std::fs::create_dir_all(data)?;
     seal::check_outside(data, &key_options.path)?;
     let (master, created) = MasterKey::load_or_create(&key_options)?;
     let done = deployment::init(data, &options, &master)?;
-    if listen.to_string() != DEFAULT_LISTEN {
-        // Keep what the operator wrote before the first start; add the address unless it is set.
-        let path = data.join(escape_server::config::CONFIG_FILE);
-        let existing = match std::fs::read_to_string(&path) {
-            Ok(existing) => existing,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => bail!("reading {}: {e}", path.display()),
-        };
-        if !existing
-            .lines()
-            .any(|l| l.trim_start().starts_with("listen"))
-        {
-            deployment::write_settings(&path, &format!("listen = \"{listen}\"\n{existing}"))?;
-        }
+    if let Some(contents) = with_listen {
+        deployment::write_settings(&settings, &contents)?;
     }
     println!("deployment created in {}", data.display());
     if created {

@@ -114,8 +114,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     start_layered(config, Box::new(|store| store)).await
 }
 
-/// [`start`], with every component's store wrapped by `layer`: how the tests give a real server
-/// a disk that fails, to see that nothing is acknowledged after a write that may be lost.
+/// [`start`], with the store every component reads and writes through wrapped by `layer` (all
+/// but the sealing keys themselves, which are read and created beneath it): how the tests give
+/// a real server a disk that fails, to see that nothing is acknowledged after a write that may
+/// be lost. Not for production use.
+#[doc(hidden)]
 pub async fn start_layered(config: Config, layer: StoreLayer) -> Result<RunningServer, StartError> {
     crate::tls::install_provider();
     let layout = Layout::new(&config.data_dir);

@@ -114,17 +114,22 @@ impl Store for FailingDisk {
     }
 }
 
-/// A started deployment whose disk fails once the returned switch is set, with a room `ops`
-/// the admin created while the disk still worked.
-async fn on_a_disk_that_will_fail() -> (TestDeployment, Arc<AtomicBool>, RoomName) {
-    let mut d = TestDeployment::new();
-    let failing = Arc::new(AtomicBool::new(false));
+/// Starts `d` on a disk that fails while `failing` is set.
+async fn start_on(d: &mut TestDeployment, failing: &Arc<AtomicBool>) {
     let switch = failing.clone();
     d.start_layered(move || {
         let failing = switch.clone();
         Box::new(move |inner| Arc::new(FailingDisk { inner, failing }))
     })
     .await;
+}
+
+/// A started deployment whose disk fails once the returned switch is set, with a room `ops`
+/// the admin created while the disk still worked.
+async fn on_a_disk_that_will_fail() -> (TestDeployment, Arc<AtomicBool>, RoomName) {
+    let mut d = TestDeployment::new();
+    let failing = Arc::new(AtomicBool::new(false));
+    start_on(&mut d, &failing).await;
     let ops = RoomName::parse("ops").expect("room");
     d.client("admin")
         .await
@@ -179,9 +184,18 @@ async fn a_request_whose_write_could_not_be_flushed_says_so_and_the_server_stops
     assert!(d.store_failed());
     d.stopped().await;
 
-    // Once the disk works again the server starts from what it holds.
+    // Once the disk works again the server starts on it from what it holds, and writes.
     failing.store(false, Ordering::SeqCst);
-    d.start().await;
-    let rooms = d.client("admin").await.rooms().await.expect("rooms");
-    assert!(rooms.iter().any(|r| r.name.as_str() == "ops"), "{rooms:?}");
+    start_on(&mut d, &failing).await;
+    let admin = d.client("admin").await;
+    let third = RoomName::parse("third").expect("room");
+    admin
+        .create_room(third, String::new())
+        .await
+        .expect("a write once the disk works");
+    let rooms = admin.rooms().await.expect("rooms");
+    for name in ["ops", "third"] {
+        assert!(rooms.iter().any(|r| r.name.as_str() == name), "{rooms:?}");
+    }
+    assert!(!d.store_failed());
 }
