@@ -117,23 +117,30 @@ fn one_stream(work: &Path, plain: &Path, mib: u64) -> anyhow::Result<FilesRun> {
     let sealed_s = path(&work.join("cli.age"))?;
     let opened_s = path(&work.join("cli.out"))?;
     // Rounds taking turns, and the median of each side: one run on a shared disk and two
-    // cores can differ from the next by a third, for either side (each round is logged).
+    // cores can differ from the next by a third, for either side (each round is logged). The
+    // side that goes first alternates, so that neither always meets what the step before left
+    // the disk to write back.
     let (mut escape_encrypt, mut escape_decrypt) = (Vec::new(), Vec::new());
     let (mut age_encrypt, mut age_decrypt) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let sealed = work.join("escape.age");
-        let started = Instant::now();
-        files::encrypt_file(plain, &sealed, &recipient, "plain.bin", &no_progress())?;
-        std::fs::File::open(&sealed)?.sync_all()?;
-        escape_encrypt.push(mib_s(bytes, started));
-        let opened = work.join("escape.out");
-        let started = Instant::now();
-        files::decrypt_file(&sealed, &opened, &identity, &no_progress())?;
-        escape_decrypt.push(mib_s(bytes, started));
-        std::fs::remove_file(&opened)?;
-        std::fs::remove_file(&sealed)?;
-
-        if let Some(age) = &age {
+    for round in 0..ROUNDS {
+        let mut escape_side = || -> anyhow::Result<()> {
+            let sealed = work.join("escape.age");
+            let started = Instant::now();
+            files::encrypt_file(plain, &sealed, &recipient, "plain.bin", &no_progress())?;
+            std::fs::File::open(&sealed)?.sync_all()?;
+            escape_encrypt.push(mib_s(bytes, started));
+            let opened = work.join("escape.out");
+            let started = Instant::now();
+            files::decrypt_file(&sealed, &opened, &identity, &no_progress())?;
+            escape_decrypt.push(mib_s(bytes, started));
+            std::fs::remove_file(&opened)?;
+            std::fs::remove_file(&sealed)?;
+            Ok(())
+        };
+        let mut age_side = || -> anyhow::Result<()> {
+            let Some(age) = &age else {
+                return Ok(());
+            };
             let started = Instant::now();
             run_age(
                 age,
@@ -149,6 +156,14 @@ fn one_stream(work: &Path, plain: &Path, mib: u64) -> anyhow::Result<FilesRun> {
             }
             std::fs::remove_file(&opened_s)?;
             std::fs::remove_file(&sealed_s)?;
+            Ok(())
+        };
+        if round % 2 == 0 {
+            escape_side()?;
+            age_side()?;
+        } else {
+            age_side()?;
+            escape_side()?;
         }
         let last = |v: &[f64]| v.last().map_or("-".to_owned(), |x| format!("{x:.0}"));
         eprintln!(
