@@ -65,7 +65,7 @@ impl DataKey {
     /// `prefix` (HChaCha20 of the key and the prefix). ChaCha20-Poly1305 under it, with four
     /// zero bytes and the nonce's last eight as its nonce, is XChaCha20-Poly1305 under this key
     /// byte for byte: the derivation is done once instead of for every value.
-    pub fn subkey(&self, prefix: &[u8; 16]) -> [u8; KEY_BYTES] {
+    pub(crate) fn subkey(&self, prefix: &[u8; 16]) -> [u8; KEY_BYTES] {
         chacha20::hchacha::<chacha20::cipher::consts::U10>((&self.bytes).into(), prefix.into())
             .into()
     }
