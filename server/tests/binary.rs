@@ -174,3 +174,50 @@ fn init_refuses_to_overwrite_a_deployment() {
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already holds a deployment"));
 }
+
+#[test]
+fn init_adds_the_listen_address_to_the_operators_settings_or_stops_before_creating_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let init = |data: &std::path::Path| {
+        offline(
+            dir.path(),
+            &[
+                "init",
+                "--data",
+                data.to_str().expect("path"),
+                "--listen",
+                "127.0.0.1:9555",
+            ],
+        )
+    };
+
+    // What the operator wrote before the first start is kept, after the address.
+    let data = dir.path().join("kept");
+    std::fs::create_dir(&data).expect("dir");
+    std::fs::write(
+        data.join("escape.toml"),
+        "[limits]\nmax_frame_bytes = 65536\n",
+    )
+    .expect("write");
+    let (created, out) = init(&data);
+    assert!(created, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("escape.toml")).expect("read"),
+        "listen = \"127.0.0.1:9555\"\n[limits]\nmax_frame_bytes = 65536\n"
+    );
+
+    // A settings file that cannot be read (here a folder) stops init before it creates the
+    // master key or any of the deployment.
+    let data = dir.path().join("unreadable");
+    std::fs::create_dir_all(data.join("escape.toml")).expect("dir");
+    let (created, out) = init(&data);
+    assert!(!created, "{out}");
+    assert!(out.contains("escape.toml"), "{out}");
+    let names: Vec<_> = std::fs::read_dir(&data)
+        .expect("list")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["escape.toml"], "nothing created beside it");
+    assert!(!dir.path().join("unreadable.master-key").exists());
+}
