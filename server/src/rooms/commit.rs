@@ -1,14 +1,20 @@
-//! Group commit: many appends, one flush.
+//! Group commit: many appends, one write per room, one flush.
 //!
-//! An append is applied to the store at once (so its sequence is taken) but only becomes
-//! *durable* when a flush that started after it returns. The committer collects every append
-//! waiting for durability, flushes once for all of them, then advances each room's durable head.
-//! Readers (live subscriptions, history) never go past the durable head, so no one ever sees a
-//! message that a crash could take back, and acks are sent only once the head has passed them.
+//! An append takes its sequence at once and leaves its event with its room, pending. The
+//! committer collects every append waiting for durability, writes each room's pending events
+//! (as runs: see `stored`), flushes once for all of them, then advances each room's durable
+//! head. Readers (live subscriptions, history) never go past the durable head, so no one ever
+//! sees a message that a crash could take back, and acks are sent only once the head has passed
+//! them.
 //!
-//! Invariant: appends to one room are applied in sequence order under the room's lock, so when
-//! a flush covers sequence `n` it covers every smaller sequence of that room too; advancing the
-//! head to the largest flushed sequence is therefore safe.
+//! Invariant: a room's events are pending in sequence order (appended under the room's lock)
+//! and the committer writes all of them each time, so when a flush covers sequence `n` it
+//! covers every smaller sequence of that room too; advancing the head to the largest flushed
+//! sequence is therefore safe. An append's request reaches the committer after its event is
+//! pending, so the write before the flush that answers it includes the event.
+//!
+//! Invariant: after a write fails, nothing is acknowledged again either: the store may hold a
+//! prefix of it (see `Batch::in_order`), which the server's next start reads as it is.
 //!
 //! Invariant: after a flush fails, no head moves again. A failed sync may have dropped the
 //! written pages, and the kernel reports that once: a later flush that succeeds proves nothing
@@ -16,13 +22,15 @@
 //! the server then shuts down, so that it starts again from what the disk holds, and senders
 //! retry with the same client message id.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use super::RoomLog;
+use crate::store::{Store, StoreError};
 
 /// The newest durable sequence of one room, watched by subscribers and waiting senders.
 #[derive(Debug)]
@@ -59,7 +67,7 @@ impl DurableHead {
 /// The handle appenders use to ask for durability.
 #[derive(Debug, Clone)]
 pub struct Committer {
-    tx: mpsc::UnboundedSender<(Arc<DurableHead>, u64)>,
+    tx: mpsc::UnboundedSender<(Arc<RoomLog>, u64)>,
     failed: CancellationToken,
 }
 
@@ -78,11 +86,11 @@ impl Committer {
         &self.failed
     }
 
-    /// Asks for `seq` of the room behind `head` to be made durable.
-    pub fn request(&self, head: Arc<DurableHead>, seq: u64) {
+    /// Asks for `seq` of the room to be written and made durable.
+    pub(super) fn request(&self, log: Arc<RoomLog>, seq: u64) {
         // If the task is gone the server is shutting down; the waiting sender times out and
         // its client retries with the same client message id.
-        let _ = self.tx.send((head, seq));
+        let _ = self.tx.send((log, seq));
     }
 }
 
@@ -91,19 +99,31 @@ const MAX_GROUP: usize = 4096;
 
 async fn run(
     store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<(Arc<DurableHead>, u64)>,
+    mut rx: mpsc::UnboundedReceiver<(Arc<RoomLog>, u64)>,
     failed: CancellationToken,
 ) {
     let mut group = Vec::new();
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let mut rooms = HashMap::new();
+        for (log, _) in &group {
+            rooms
+                .entry(Arc::as_ptr(log) as usize)
+                .or_insert_with(|| log.clone());
+        }
         let store = store.clone();
-        let error = match tokio::task::spawn_blocking(move || store.flush()).await {
+        let written = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            for log in rooms.values() {
+                log.write(store.as_ref())?;
+            }
+            store.flush()
+        });
+        let error = match written.await {
             // Another flush of the store failed meanwhile (an admin's change, see
             // `AppState::persist`): this one proves nothing either.
             Ok(Ok(())) if failed.is_cancelled() => return,
             Ok(Ok(())) => {
-                for (head, seq) in group.drain(..) {
-                    head.advance(seq);
+                for (log, seq) in group.drain(..) {
+                    log.durable.advance(seq);
                 }
                 continue;
             }
@@ -113,7 +133,7 @@ async fn run(
         tracing::error!(
             %error,
             waiting = group.len(),
-            "the store could not be flushed; no message is acknowledged any more and the server stops"
+            "the store could not be written or flushed; no message is acknowledged any more and the server stops"
         );
         failed.cancel();
         return;

@@ -4,9 +4,9 @@
 
 mod commit;
 mod recent;
+mod stored;
 
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use escape_proto::room::{CreateRoom, HistoryPage, HistoryQuery, RoomSummary};
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::gate::{Authorized, action};
-use crate::store::{Batch, Order, Range, Store, StoreError, Swap, keys, value};
+use crate::store::{Batch, Order, Store, StoreError, Swap, keys, value};
 
 pub use commit::{Committer, DurableHead};
 pub use recent::SharedEvent;
@@ -131,14 +131,71 @@ pub struct Membership {
 }
 
 /// The sequencing state of one room.
+///
+/// Locks are taken in this order: `last`, `writer`, `pending`, `recent`.
 #[derive(Debug)]
 struct RoomLog {
-    /// The last sequence handed out (applied, maybe not yet durable). Appends hold this lock
-    /// while they check for a duplicate, take the next sequence and apply their batch.
+    room: RoomName,
+    /// The last sequence handed out (maybe not yet written, nor durable). Appends hold this lock
+    /// while they check for a duplicate, take the next sequence and hand the event over.
     last: Mutex<u64>,
     durable: Arc<DurableHead>,
     /// The newest events, for live readers (see [`recent`]).
     recent: Mutex<recent::Recent>,
+    /// Held while the committer writes the room's events, and by whoever reads or rewrites an
+    /// event that may not be written yet: under it, every appended event is either pending or
+    /// in the store.
+    writer: Mutex<()>,
+    pending: Mutex<Pending>,
+}
+
+/// What a room appended that the store does not hold yet.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Events appended since the committer last took them, in sequence order.
+    events: Vec<stored::PendingEvent>,
+}
+
+fn store_lock_poisoned() -> StoreError {
+    StoreError::Backend("a room's lock is poisoned".into())
+}
+
+impl RoomLog {
+    /// Writes every event appended since the last call, as runs (see [`stored`]). The
+    /// committer calls it before each flush.
+    fn write(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().map_err(|_| store_lock_poisoned())?;
+        let events = std::mem::take(
+            &mut self
+                .pending
+                .lock()
+                .map_err(|_| store_lock_poisoned())?
+                .events,
+        );
+        if events.is_empty() {
+            return Ok(());
+        }
+        // On failure the events are lost and nothing is acknowledged again (see `commit`);
+        // their client id records, written already, are found stale (see `earlier`).
+        stored::write(store, &self.room, &events)
+    }
+
+    /// An appended event, written or not. Takes the writer lock.
+    fn event(&self, store: &dyn Store, seq: u64) -> Result<Option<Event>, ApiError> {
+        let _writer = self.writer.lock().map_err(|_| lock_poisoned())?;
+        let pending = self
+            .pending
+            .lock()
+            .map_err(|_| lock_poisoned())?
+            .events
+            .iter()
+            .find(|p| p.event.seq == seq)
+            .map(|p| p.event.event.clone());
+        match pending {
+            Some(event) => Ok(Some(event)),
+            None => Ok(stored::event(store, &self.room, seq)?),
+        }
+    }
 }
 
 /// The outcome of an append.
@@ -159,6 +216,9 @@ pub struct Rooms {
     committer: Committer,
     limits: Limits,
 }
+
+/// Runs retention reads at a time.
+const RETENTION_RUNS: usize = 64;
 
 fn lock_poisoned() -> ApiError {
     ApiError::internal(&"room lock poisoned")
@@ -369,9 +429,12 @@ impl Rooms {
         // numbers from ever being handed out twice.
         let last = last.max(self.recorded_last(room)?);
         let log = Arc::new(RoomLog {
+            room: room.clone(),
             last: Mutex::new(last),
             durable: Arc::new(DurableHead::new(last)),
             recent: Mutex::new(recent::Recent::default()),
+            writer: Mutex::new(()),
+            pending: Mutex::new(Pending::default()),
         });
         let mut logs = self.logs.lock().map_err(|_| lock_poisoned())?;
         Ok(logs.entry(room.clone()).or_insert(log).clone())
@@ -387,36 +450,28 @@ impl Rooms {
         })
     }
 
-    /// The sequence of a room's newest stored message (0 for none), whose client message id is
-    /// recorded again if a crash or a failed write took the record: an append writes the
-    /// message first and the record after (in order, not atomically: see [`Batch::in_order`]),
-    /// so only the newest message of a room can be without it. Without the record a client
-    /// retrying that message would store it twice.
+    /// The sequence of a room's newest stored message (0 for none). The client message ids of
+    /// the newest run are recorded again if their records are missing: an earlier release
+    /// wrote each message first and its record after, so a crash between the two left the
+    /// newest message without one. (This release writes the record first; see `earlier`.)
+    /// Without a record a client retrying that message would store it twice.
     fn newest(&self, room: &RoomName) -> Result<u64, ApiError> {
-        let newest = self
-            .store
-            .scan(
-                &Range::prefix(&keys::messages_prefix(room)),
-                Order::Descending,
-                1,
-            )?
-            .into_iter()
-            .next();
-        let Some((key, stored)) = newest else {
+        let Some((seq, events)) = stored::newest(self.store.as_ref(), room)? else {
             return Ok(0);
         };
-        let seq = keys::seq_of_message_key(&key).unwrap_or(0);
-        let event: Event = match value::decode(&key, &stored) {
-            Ok(event) => event,
+        let events = match events {
+            Ok(events) => events,
             Err(e) => {
-                tracing::error!(%room, seq, error = %e, "newest message unreadable; not mended");
+                tracing::error!(%room, seq, error = %e, "newest messages unreadable; not mended");
                 return Ok(seq);
             }
         };
-        let record = keys::client_msg(room, &event.sender, &event.client_msg_id);
-        if self.store.get(&record)?.is_none() {
-            tracing::warn!(%room, seq, "the newest message had no client message id record; written");
-            self.store.put(&record, &value::encode(&seq)?)?;
+        for event in events {
+            let record = keys::client_msg(room, &event.sender, &event.client_msg_id);
+            if self.store.get(&record)?.is_none() {
+                tracing::warn!(%room, seq = event.seq, "a message had no client message id record; written");
+                self.store.put(&record, &value::encode(&event.seq)?)?;
+            }
         }
         Ok(seq)
     }
@@ -510,13 +565,10 @@ impl Rooms {
         Ok(self.log(room)?.durable.get())
     }
 
-    /// One stored event, by sequence.
+    /// One appended event, by sequence (callers ask for sequences they were told of, at or
+    /// below the durable head, but an event not yet written is found too).
     pub fn event(&self, room: &RoomName, seq: u64) -> Result<Option<Event>, ApiError> {
-        let key = keys::message(room, seq);
-        Ok(match self.store.get(&key)? {
-            Some(bytes) => Some(value::decode(&key, &bytes)?),
-            None => None,
-        })
+        self.log(room)?.event(self.store.as_ref(), seq)
     }
 
     fn record(&self, room: &RoomName) -> Result<RoomRecord, ApiError> {
@@ -614,37 +666,44 @@ impl Rooms {
             let Some(cutoff) = now.checked_sub(time::Duration::days(i64::from(days))) else {
                 continue;
             };
+            let room = &record.name;
+            let log = self.log(room)?;
+            // Nothing else rewrites the room's runs meanwhile (a redaction would put back
+            // what this deletes).
+            let _appending = log.last.lock().map_err(|_| lock_poisoned())?;
+            let _writer = log.writer.lock().map_err(|_| lock_poisoned())?;
             loop {
-                let old: Vec<Vec<u8>> = self
-                    .store
-                    .scan_prefix(&keys::messages_prefix(&record.name), 500)?
-                    .into_iter()
-                    .filter_map(|(k, v)| {
-                        value::decode::<Event>(&k, &v)
-                            .ok()
-                            .filter(|e| e.sent_at < cutoff)
-                            .map(|_| k)
-                    })
-                    .collect();
-                let Some(newest_deleted) = old.last().and_then(|k| keys::seq_of_message_key(k))
-                else {
+                let runs = stored::oldest(self.store.as_ref(), room, RETENTION_RUNS)?;
+                let scanned = runs.len();
+                let mut batch = Batch::default();
+                let (mut removed, mut newest_removed, mut kept_any) = (0, 0, false);
+                for run in runs {
+                    let (old, kept): (Vec<Event>, Vec<Event>) =
+                        run.events.into_iter().partition(|e| e.sent_at < cutoff);
+                    if !old.is_empty() {
+                        removed += old.len();
+                        newest_removed = old.iter().map(|e| e.seq).fold(newest_removed, u64::max);
+                        stored::replace_run(&mut batch, room, &run.key, &kept)?;
+                    }
+                    if !kept.is_empty() {
+                        kept_any = true;
+                        break;
+                    }
+                }
+                if removed == 0 {
                     break;
-                };
+                }
                 // In the same atomic batch: once the newest messages are gone, this record
                 // is what keeps their sequences from being handed out again (see `log`).
-                let recorded = self.recorded_last(&record.name)?;
-                let mut batch = Batch::default();
+                let recorded = self.recorded_last(room)?;
                 batch.put(
-                    keys::room_last(&record.name),
-                    value::encode(&recorded.max(newest_deleted))?,
+                    keys::room_last(room),
+                    value::encode(&recorded.max(newest_removed))?,
                 );
-                for k in &old {
-                    batch.delete(k.clone());
-                }
                 self.store.apply(batch)?;
-                self.forget_recent(&record.name)?;
-                deleted += old.len();
-                if old.len() < 500 {
+                self.forget_recent(room)?;
+                deleted += removed;
+                if kept_any || scanned < RETENTION_RUNS {
                     break;
                 }
             }
@@ -684,18 +743,23 @@ impl Rooms {
     ) -> Result<Appended, ApiError> {
         let room = auth.resource();
         let log = self.log(room)?;
-        // Appends to the room wait until the store and the window of recent events are both
-        // rewritten: an edit applied but not yet in the window cannot be pushed back into it
-        // with its words after the rewrite looked for it.
+        // Appends to the room wait until the store, the pending events and the window of
+        // recent events are all rewritten: an edit appended meanwhile could keep the words.
         let appending = log.last.lock().map_err(|_| lock_poisoned())?;
-        let key = keys::message(room, seq);
-        let Some(bytes) = self.store.get(&key)? else {
+        // The committer writes nothing of the room meanwhile: every event is either pending or
+        // stored, and stays so.
+        let writer = log.writer.lock().map_err(|_| lock_poisoned())?;
+        let mut pending = log.pending.lock().map_err(|_| lock_poisoned())?;
+        let found = match pending.events.iter().find(|p| p.event.seq == seq) {
+            Some(p) => Some(p.event.event.clone()),
+            None => stored::event(self.store.as_ref(), room, seq)?,
+        };
+        let Some(event) = found else {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
                 format!("{room} has no message {seq}"),
             ));
         };
-        let mut event: Event = value::decode(&key, &bytes)?;
         match event.body {
             Body::Redacted | Body::Redaction { .. } => {
                 return Err(ApiError::new(
@@ -711,31 +775,51 @@ impl Rooms {
             _ => {}
         }
         // The message, and every edit of it: none of its words stay readable.
-        let mut batch = Batch::default();
-        let mut rewritten = Vec::new();
-        event.body = Body::Redacted;
-        let stored = value::encode(&event)?;
-        rewritten.push(SharedEvent::new(event, stored.len()));
-        batch.put(key, stored);
-        let head = self.durable_head(room)?;
+        let mut changed = vec![event];
         let mut next = seq + 1;
-        while next <= head {
-            let events = self.read_range(room, next, head, 512)?;
-            let Some(last) = events.last() else {
+        loop {
+            let events = stored::range(
+                self.store.as_ref(),
+                room,
+                next,
+                u64::MAX,
+                Order::Ascending,
+                512,
+            )?;
+            let Some((last, _)) = events.last() else {
                 break;
             };
             next = last.seq + 1;
-            for later in events {
-                if matches!(later.body, Body::Edit { target, .. } if target == seq) {
-                    let mut later = later.event.clone();
-                    later.body = Body::Redacted;
-                    let stored = value::encode(&later)?;
-                    let key = keys::message(room, later.seq);
-                    rewritten.push(SharedEvent::new(later, stored.len()));
-                    batch.put(key, stored);
-                }
-            }
+            changed.extend(
+                events.into_iter().map(|(later, _)| later).filter(
+                    |later| matches!(later.body, Body::Edit { target, .. } if target == seq),
+                ),
+            );
         }
+        changed.extend(
+            pending
+                .events
+                .iter()
+                .filter(|p| matches!(p.event.body, Body::Edit { target, .. } if target == seq))
+                .map(|p| p.event.event.clone()),
+        );
+        let mut rewritten = Vec::new();
+        let mut stored_changes = Vec::new();
+        for mut event in changed {
+            event.body = Body::Redacted;
+            let encoded = value::encode(&event)?;
+            let shared = SharedEvent::new(event.clone(), encoded.len());
+            match pending.events.iter_mut().find(|p| p.event.seq == event.seq) {
+                Some(slot) => {
+                    slot.event = shared.clone();
+                    slot.encoded = encoded;
+                }
+                None => stored_changes.push(event),
+            }
+            rewritten.push(shared);
+        }
+        let mut batch = Batch::default();
+        stored::rewrite(self.store.as_ref(), room, stored_changes, &mut batch)?;
         // Readers of the window wait for both writes, so none reads the words after the store
         // lost them.
         let mut recent = log.recent.lock().map_err(|_| lock_poisoned())?;
@@ -744,6 +828,8 @@ impl Rooms {
             recent.replace(event);
         }
         drop(recent);
+        drop(pending);
+        drop(writer);
         drop(appending);
         self.append_as(
             room,
@@ -755,10 +841,35 @@ impl Rooms {
 
     /// The sender of message `seq`, if it exists.
     pub fn sender_of(&self, room: &RoomName, seq: u64) -> Result<Option<MemberId>, ApiError> {
-        let key = keys::message(room, seq);
-        Ok(match self.store.get(&key)? {
-            Some(bytes) => Some(value::decode::<Event>(&key, &bytes)?.sender),
-            None => None,
+        Ok(self.event(room, seq)?.map(|event| event.sender))
+    }
+
+    /// The sequence a message with this client id was appended under before, if it was.
+    ///
+    /// A record is written before its message, and the message only at the next group commit,
+    /// so a crash or a failed write can leave a record whose message was never stored: its
+    /// sequence is then above the room's last (which opening the room reads from the messages)
+    /// or, once appends went past it, holds another message. Such a record is stale and the
+    /// message is appended anew, writing over it. A record whose message retention deleted
+    /// still counts: the retry was stored, long ago.
+    fn earlier(
+        &self,
+        log: &RoomLog,
+        record: &[u8],
+        sender: &MemberId,
+        client_msg_id: &str,
+        last: u64,
+    ) -> Result<Option<u64>, ApiError> {
+        let Some(bytes) = self.store.get(record)? else {
+            return Ok(None);
+        };
+        let seq: u64 = value::decode(record, &bytes)?;
+        if seq > last {
+            return Ok(None);
+        }
+        Ok(match log.event(self.store.as_ref(), seq)? {
+            Some(event) if event.sender != *sender || event.client_msg_id != client_msg_id => None,
+            _ => Some(seq),
         })
     }
 
@@ -766,11 +877,12 @@ impl Rooms {
     /// corrects the sender's own message.
     fn check_references(
         &self,
-        room: &RoomName,
+        log: &RoomLog,
         sender: &MemberId,
         body: &Body,
         last: u64,
     ) -> Result<(), ApiError> {
+        let room = &log.room;
         match body {
             Body::Text {
                 reply_to, mentions, ..
@@ -794,9 +906,8 @@ impl Rooms {
                 }
             }
             Body::Edit { target, .. } => {
-                let key = keys::message(room, *target);
-                let original: Event = match self.store.get(&key)? {
-                    Some(bytes) if *target <= last => value::decode(&key, &bytes)?,
+                let original = match log.event(self.store.as_ref(), *target)? {
+                    Some(event) if *target <= last => event,
                     _ => {
                         return Err(ApiError::invalid(format!(
                             "target: {room} has no message {target}"
@@ -839,16 +950,9 @@ impl Rooms {
             return Err(ApiError::invalid("the message body is empty"));
         }
         let log = self.log(room)?;
-        let idempotency_key = keys::client_msg(room, &sender.id, &client_msg_id);
+        let record = keys::client_msg(room, &sender.id, &client_msg_id);
         let mut last = log.last.lock().map_err(|_| lock_poisoned())?;
-        self.check_references(room, &sender.id, &body, *last)?;
-        if let Some(bytes) = self.store.get(&idempotency_key)? {
-            let seq: u64 = value::decode(&idempotency_key, &bytes)?;
-            return Ok(Appended {
-                seq,
-                duplicate: true,
-            });
-        }
+        self.check_references(&log, &sender.id, &body, *last)?;
         let seq = *last + 1;
         let event = Event {
             room: room.clone(),
@@ -860,30 +964,36 @@ impl Rooms {
             client_msg_id,
             body,
         };
-        let stored = value::encode(&event)?;
-        let size = stored.len();
-        // In this order and not atomically: a crash may keep the message without its client id
-        // record, which opening the room mends (see `newest`). The room's last sequence is
-        // found from the messages themselves (retention records the newest it deletes, in the
-        // batch that deletes it).
-        let mut batch = Batch::in_order();
-        batch
-            .put(keys::message(room, seq), stored)
-            .put(idempotency_key, value::encode(&seq)?);
-        if let Err(e) = self.store.apply(batch) {
-            // Part of it may be written: go on from what is stored, as opening the room does,
-            // so that the next append never reuses a sequence a record already points to.
-            *last = (*last).max(self.newest(room)?);
-            return Err(e.into());
+        // Encoded once, here: the committer writes this encoding (see `stored`).
+        let encoded = value::encode(&event)?;
+        // The record goes first, so that the store never holds the message without it; one a
+        // crash leaves without its message is found stale (see `earlier`). Written only if
+        // there is none: one look into the store for a new message, not two.
+        let fresh = value::encode(&seq)?;
+        if self.store.compare_and_swap(&record, None, Some(&fresh))? == Swap::Conflict {
+            let (sender, client_msg_id) = (&event.sender, &event.client_msg_id);
+            if let Some(seq) = self.earlier(&log, &record, sender, client_msg_id, *last)? {
+                return Ok(Appended {
+                    seq,
+                    duplicate: true,
+                });
+            }
+            self.store.put(&record, &fresh)?;
         }
-        *last = seq;
-        // Still under the sequencing lock: the window stays in order.
-        log.recent
+        let shared = SharedEvent::new(event, encoded.len());
+        log.pending
             .lock()
             .map_err(|_| lock_poisoned())?
-            .push(SharedEvent::new(event, size));
+            .events
+            .push(stored::PendingEvent {
+                event: shared.clone(),
+                encoded,
+            });
+        *last = seq;
+        // Still under the sequencing lock: the window stays in order.
+        log.recent.lock().map_err(|_| lock_poisoned())?.push(shared);
         drop(last);
-        self.committer.request(log.durable.clone(), seq);
+        self.committer.request(log, seq);
         Ok(Appended {
             seq,
             duplicate: false,
@@ -949,16 +1059,12 @@ impl Rooms {
         {
             return Ok(events);
         }
-        let range = Range {
-            start: Bound::Included(keys::message(room, from)),
-            end: Bound::Included(keys::message(room, to)),
-        };
-        Ok(self
-            .store
-            .scan(&range, Order::Ascending, limit)?
-            .into_iter()
-            .map(|(k, v)| Ok(SharedEvent::new(value::decode(&k, &v)?, v.len())))
-            .collect::<Result<_, StoreError>>()?)
+        Ok(
+            stored::range(self.store.as_ref(), room, from, to, Order::Ascending, limit)?
+                .into_iter()
+                .map(|(event, size)| SharedEvent::new(event, size))
+                .collect(),
+        )
     }
 
     /// A page of durable history.
@@ -981,22 +1087,17 @@ impl Rooms {
                 more: false,
             });
         }
-        let range = Range {
-            start: Bound::Included(keys::message(room, low)),
-            end: Bound::Included(keys::message(room, high)),
-        };
         // Forwards when only `after` is given, else backwards from the newest; one extra entry tells `more`.
         let order = if query.after.is_some() && query.before.is_none() {
             Order::Ascending
         } else {
             Order::Descending
         };
-        let mut messages: Vec<Event> = self
-            .store
-            .scan(&range, order, limit + 1)?
-            .into_iter()
-            .map(|(k, v)| value::decode(&k, &v))
-            .collect::<Result<_, _>>()?;
+        let mut messages: Vec<Event> =
+            stored::range(self.store.as_ref(), room, low, high, order, limit + 1)?
+                .into_iter()
+                .map(|(event, _)| event)
+                .collect();
         let more = messages.len() > limit;
         messages.truncate(limit);
         if order == Order::Descending {
@@ -1059,16 +1160,22 @@ mod tests {
                 .append(&send, id.to_owned(), Body::text(id))
                 .expect("append");
         }
-        // What a crash after the newest message was written and before its record leaves.
-        store
-            .delete(&keys::client_msg(&room(), principal.id(), "c2"))
-            .expect("delete");
+        rooms.durable(&room(), 2).await.expect("durable");
+        // What a crash in an earlier release, which wrote messages before their records, left:
+        // the newest messages (here one run of two) without them.
+        for id in ["c1", "c2"] {
+            store
+                .delete(&keys::client_msg(&room(), principal.id(), id))
+                .expect("delete");
+        }
         // The server starts again and the client, never acknowledged, retries.
         let (rooms, _task) = Rooms::new(store, Limits::default());
-        let retried = rooms
-            .append(&send, "c2".to_owned(), Body::text("c2"))
-            .expect("retry");
-        assert_eq!((retried.seq, retried.duplicate), (2, true));
+        for (id, seq) in [("c2", 2), ("c1", 1)] {
+            let retried = rooms
+                .append(&send, id.to_owned(), Body::text(id))
+                .expect("retry");
+            assert_eq!((retried.seq, retried.duplicate), (seq, true));
+        }
         let next = rooms
             .append(&send, "c3".to_owned(), Body::text("c3"))
             .expect("next");
@@ -1112,15 +1219,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn after_an_append_that_failed_half_written_no_sequence_is_handed_out_twice() {
+    async fn after_a_write_that_failed_half_way_no_sequence_is_handed_out_twice() {
         let store = Arc::new(MemoryStore::new());
         let (gate, rooms, principal) = setup_on(store.clone());
         let send = open_room(&gate, &rooms, &principal);
         store.cut_next_in_order_batch();
-        // The message is written, its client id record is not, and the sender is told it failed.
-        rooms
+        // The message's run is written, its client id record is not, and it is never
+        // acknowledged: nothing is, from then on.
+        let first = rooms
             .append(&send, "c1".to_owned(), Body::text("first"))
+            .expect("taken");
+        rooms
+            .durable(&room(), first.seq)
+            .await
             .expect_err("the store failed");
+        assert!(rooms.store_failed().is_cancelled());
+        // A retry before the server stops is found, and not acknowledged either.
+        let retried = rooms
+            .append(&send, "c1".to_owned(), Body::text("first"))
+            .expect("found");
+        assert_eq!((retried.seq, retried.duplicate), (1, true));
+        rooms
+            .durable(&room(), retried.seq)
+            .await
+            .expect_err("still failed");
+
+        // The server starts again from what the store holds.
+        let (rooms, _task) = Rooms::new(store.clone(), Limits::default());
         // The next message takes the next sequence instead of writing over the first one.
         let next = rooms
             .append(&send, "c2".to_owned(), Body::text("second"))
@@ -1131,6 +1256,16 @@ mod tests {
             .append(&send, "c1".to_owned(), Body::text("first"))
             .expect("retry");
         assert_eq!((retried.seq, retried.duplicate), (1, true));
+        rooms.durable(&room(), 2).await.expect("durable");
+        assert_eq!(
+            rooms
+                .read_range(&room(), 1, 10, 10)
+                .expect("read")
+                .iter()
+                .map(|e| (e.seq, e.client_msg_id.clone()))
+                .collect::<Vec<_>>(),
+            [(1, "c1".to_owned()), (2, "c2".to_owned())]
+        );
     }
 
     #[tokio::test]
@@ -1142,6 +1277,7 @@ mod tests {
                 .append(&send, format!("c{i}"), Body::text("x"))
                 .expect("append");
         }
+        rooms.durable(&room(), 3).await.expect("durable");
         let now = OffsetDateTime::now_utc();
         // No retention set: nothing goes.
         assert_eq!(
@@ -1218,6 +1354,191 @@ mod tests {
             page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
             seqs
         );
+    }
+
+    /// Appends in a row, with no await between them, are all pending: the committer has not run.
+    #[tokio::test]
+    async fn a_retry_before_the_message_is_written_is_a_duplicate() {
+        let store = Arc::new(MemoryStore::new());
+        let (gate, rooms, principal) = setup_on(store.clone());
+        let send = open_room(&gate, &rooms, &principal);
+        let first = rooms
+            .append(&send, "c1".to_owned(), Body::text("once"))
+            .expect("append");
+        let written = |seq| stored::event(store.as_ref(), &room(), seq).expect("read");
+        assert!(written(first.seq).is_none(), "not written yet");
+        let retried = rooms
+            .append(&send, "c1".to_owned(), Body::text("once"))
+            .expect("retry");
+        assert_eq!((retried.seq, retried.duplicate), (first.seq, true));
+        // An edit of a message not written yet is checked against it.
+        let edit = rooms
+            .append(
+                &send,
+                "c2".to_owned(),
+                Body::Edit {
+                    target: first.seq,
+                    text: "twice".into(),
+                },
+            )
+            .expect("an edit of a pending message");
+        rooms.durable(&room(), edit.seq).await.expect("durable");
+        assert!(written(first.seq).is_some(), "written");
+        let retried = rooms
+            .append(&send, "c1".to_owned(), Body::text("once"))
+            .expect("retry");
+        assert_eq!((retried.seq, retried.duplicate), (first.seq, true));
+        assert_eq!(rooms.read_range(&room(), 1, 10, 10).expect("read").len(), 2);
+    }
+
+    /// A client id record whose message a crash took (records are written first) does not
+    /// make a retry of it a duplicate, nor does one whose sequence another message took since.
+    #[tokio::test]
+    async fn a_record_whose_message_was_never_written_is_stale() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (gate, rooms, principal) = setup_on(store.clone());
+        let send = open_room(&gate, &rooms, &principal);
+        for id in ["c1", "c2"] {
+            rooms
+                .append(&send, id.to_owned(), Body::text(id))
+                .expect("append");
+        }
+        rooms.durable(&room(), 2).await.expect("durable");
+        // What a crash after the records were written and before the run leaves.
+        store
+            .delete(&keys::message(&room(), 2))
+            .expect("delete the run");
+        let (rooms, _task) = Rooms::new(store.clone(), Limits::default());
+        // Sequence 1 is now another message's.
+        let other = rooms
+            .append(&send, "c9".to_owned(), Body::text("c9"))
+            .expect("append");
+        assert_eq!((other.seq, other.duplicate), (1, false));
+        // Retries of both, never acknowledged, are stored anew.
+        for (id, seq) in [("c2", 2), ("c1", 3)] {
+            let retried = rooms
+                .append(&send, id.to_owned(), Body::text(id))
+                .expect("retry");
+            assert_eq!((retried.seq, retried.duplicate), (seq, false), "{id}");
+        }
+        // And from then on they are duplicates.
+        let again = rooms
+            .append(&send, "c1".to_owned(), Body::text("c1"))
+            .expect("retry");
+        assert_eq!((again.seq, again.duplicate), (3, true));
+        rooms.durable(&room(), 3).await.expect("durable");
+        let ids: Vec<String> = rooms
+            .read_range(&room(), 1, 10, 10)
+            .expect("read")
+            .iter()
+            .map(|e| e.client_msg_id.clone())
+            .collect();
+        assert_eq!(ids, ["c9", "c2", "c1"]);
+    }
+
+    /// Every copy of a redacted message's words goes: the stored run, an edit still pending,
+    /// and the window live readers are served from.
+    #[tokio::test]
+    async fn a_redaction_reaches_stored_and_pending_edits() {
+        let store = Arc::new(MemoryStore::new());
+        let (gate, rooms, principal) = setup_on(store.clone());
+        let send = open_room(&gate, &rooms, &principal);
+        let edit = |n: u64| Body::Edit {
+            target: 1,
+            text: format!("secret edit {n}"),
+        };
+        rooms
+            .append(&send, "c1".into(), Body::text("secret words"))
+            .expect("append");
+        rooms.append(&send, "c2".into(), edit(1)).expect("append");
+        rooms
+            .append(&send, "c3".into(), Body::text("kept"))
+            .expect("append");
+        rooms.durable(&room(), 3).await.expect("durable");
+        // Written and durable up to 3; this one is pending when the redaction comes.
+        rooms.append(&send, "c4".into(), edit(2)).expect("append");
+        let read = gate
+            .authorize::<action::ReadHistory>(&principal, room())
+            .expect("read");
+        let redaction = rooms.redact(&read, 1).expect("redact");
+        rooms
+            .durable(&room(), redaction.seq)
+            .await
+            .expect("durable");
+        let bodies: Vec<Body> = rooms
+            .read_range(&room(), 1, 10, 10)
+            .expect("read")
+            .iter()
+            .map(|e| e.body.clone())
+            .collect();
+        assert_eq!(
+            bodies,
+            [
+                Body::Redacted,
+                Body::Redacted,
+                Body::text("kept"),
+                Body::Redacted,
+                Body::Redaction { target: 1 }
+            ]
+        );
+        for (key, value) in store.scan_prefix(b"", usize::MAX).expect("scan") {
+            assert!(
+                !String::from_utf8_lossy(&value).contains("secret"),
+                "{}",
+                String::from_utf8_lossy(&key)
+            );
+        }
+        // Read from the store rather than the window, after a restart.
+        let (reopened, _task) = Rooms::new(store, Limits::default());
+        let read_back = reopened.read_range(&room(), 1, 10, 10).expect("read");
+        assert_eq!(read_back.len(), 5);
+        assert_eq!(read_back[3].body, Body::Redacted);
+    }
+
+    /// Retention deletes old events from inside a run and keeps the newer ones of it.
+    #[tokio::test]
+    async fn retention_trims_a_run_and_keeps_its_newer_events() {
+        let store = Arc::new(MemoryStore::new());
+        let (gate, rooms, principal) = setup_on(store.clone());
+        let send = open_room(&gate, &rooms, &principal);
+        for i in 1..=3 {
+            rooms
+                .append(&send, format!("c{i}"), Body::text("x"))
+                .expect("append");
+        }
+        rooms.durable(&room(), 3).await.expect("durable");
+        let manage = gate
+            .authorize::<action::ManageRoom>(&principal, room())
+            .expect("manage");
+        rooms
+            .update_settings(
+                &manage,
+                escape_proto::room::RoomSettings {
+                    retention_days: Some(30),
+                    ..Default::default()
+                },
+            )
+            .expect("settings");
+        // One run, its events said 60, 40 and 10 days ago.
+        let now = OffsetDateTime::now_utc();
+        let mut runs = stored::oldest(store.as_ref(), &room(), 10).expect("runs");
+        assert_eq!(runs.len(), 1, "appended together, written together");
+        let mut run = runs.remove(0);
+        for (event, days) in run.events.iter_mut().zip([60, 40, 10]) {
+            event.sent_at = now - time::Duration::days(days);
+        }
+        let mut batch = Batch::default();
+        stored::replace_run(&mut batch, &room(), &run.key, &run.events).expect("replace");
+        store.apply(batch).expect("apply");
+
+        assert_eq!(rooms.enforce_retention(now).expect("run"), 2);
+        let left = rooms.read_range(&room(), 1, 10, 10).expect("read");
+        assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+        assert_eq!(rooms.enforce_retention(now).expect("run"), 0);
+        let next = rooms
+            .append(&send, "c4".into(), Body::text("y"))
+            .expect("append");
+        assert_eq!(next.seq, 4);
     }
 
     #[tokio::test]

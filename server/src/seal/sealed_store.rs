@@ -316,6 +316,10 @@ impl Store for SealedStore {
         new: Option<&[u8]>,
     ) -> Result<Swap, StoreError> {
         let new = new.map(|v| self.seal(key, v)).transpose()?;
+        if expected.is_none() {
+            // Absent is absent, sealed or not: the store's own swap decides, in one look.
+            return self.inner.compare_and_swap(key, None, new.as_deref());
+        }
         for _ in 0..SWAP_ATTEMPTS {
             let current = self.inner.get(key)?;
             let matches = match (&current, expected) {
