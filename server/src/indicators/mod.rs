@@ -91,17 +91,20 @@ fn store_indicator(
 ) -> Result<u64, ApiError> {
     let room = auth.resource();
     let (id, tlp) = (indicator.id.clone(), indicator.tlp);
-    let appended = state.rooms.append_indicator(auth, indicator)?;
-    let latest = crate::gate::LatestVersion {
-        seq: appended.seq,
-        tlp,
-        at: OffsetDateTime::now_utc(),
-    };
-    let mut batch = crate::store::Batch::default();
-    batch
-        .put(keys::indicator_index(mac, room, appended.seq), Vec::new())
-        .put(keys::indicator_latest(room, &id), value::encode(&latest)?);
-    state.registry.store().apply(batch)?;
+    // Written with the indicator's run, after it: a label that outlived its indicator in a
+    // crash would relabel the versions before it.
+    let appended = state.rooms.append_indicator(auth, indicator, |seq| {
+        let latest = crate::gate::LatestVersion {
+            seq,
+            tlp,
+            at: OffsetDateTime::now_utc(),
+        };
+        let mut batch = crate::store::Batch::default();
+        batch
+            .put(keys::indicator_index(mac, room, seq), Vec::new())
+            .put(keys::indicator_latest(room, &id), value::encode(&latest)?);
+        Ok(batch)
+    })?;
     Ok(appended.seq)
 }
 

@@ -217,6 +217,14 @@ pub struct Rooms {
     limits: Limits,
 }
 
+/// What a sender is told once the store failed: nothing is acknowledged any more.
+const STORE_FAILED: &str = "the store failed to write; the server is stopping: retry with the same client_msg_id once it is back";
+
+/// Nothing to write after an appended event.
+fn nothing_after(_seq: u64) -> Result<Batch, ApiError> {
+    Ok(Batch::default())
+}
+
 /// Runs retention reads at a time.
 const RETENTION_RUNS: usize = 64;
 
@@ -490,9 +498,9 @@ impl Rooms {
         Ok(())
     }
 
-    /// Stores a message under the room's next sequence, or finds the sequence a retry of the same
-    /// client message id was stored under. The message is not yet durable: wait with
-    /// [`Rooms::durable`] before acknowledging it.
+    /// Takes the room's next sequence for a message (written at the next group commit), or finds
+    /// the sequence a retry of the same client message id was taken under. The message is not
+    /// yet durable: wait with [`Rooms::durable`] before acknowledging it.
     pub fn append(
         &self,
         auth: &Authorized<action::Send>,
@@ -522,6 +530,7 @@ impl Rooms {
             auth.principal().member(),
             client_msg_id,
             body,
+            nothing_after,
         )
     }
 
@@ -542,14 +551,18 @@ impl Rooms {
             auth.principal().member(),
             format!("file-{}", file.id),
             body,
+            nothing_after,
         )
     }
 
     /// Stores a checked indicator in the room's log (sequenced and delivered like a message).
+    /// `after` makes, from the indicator's sequence, what is written right after the run that
+    /// holds it (in order: after a crash the store never holds those writes without it).
     pub fn append_indicator(
         &self,
         auth: &Authorized<action::ShareIndicator>,
         indicator: escape_proto::indicator::Indicator,
+        after: impl FnOnce(u64) -> Result<Batch, ApiError>,
     ) -> Result<Appended, ApiError> {
         let client_msg_id = format!("ioc-{}", uuid::Uuid::new_v4().simple());
         self.append_as(
@@ -557,6 +570,7 @@ impl Rooms {
             auth.principal().member(),
             client_msg_id,
             Body::Indicator(Box::new(indicator)),
+            after,
         )
     }
 
@@ -659,53 +673,75 @@ impl Rooms {
     pub fn enforce_retention(&self, now: OffsetDateTime) -> Result<usize, ApiError> {
         let mut deleted = 0;
         for (key, bytes) in self.store.scan_prefix(keys::ROOM_PREFIX, usize::MAX)? {
-            let record: RoomRecord = value::decode(&key, &bytes)?;
+            let record: RoomRecord = match value::decode(&key, &bytes) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(error = %e, "a room record is unreadable; its retention is not enforced");
+                    continue;
+                }
+            };
             let Some(days) = record.retention_days.filter(|d| *d > 0) else {
                 continue;
             };
             let Some(cutoff) = now.checked_sub(time::Duration::days(i64::from(days))) else {
                 continue;
             };
-            let room = &record.name;
-            let log = self.log(room)?;
-            // Nothing else rewrites the room's runs meanwhile (a redaction would put back
-            // what this deletes).
+            // One room's trouble (an unreadable run, say) leaves the other rooms' retention be.
+            match self.trim(&record.name, cutoff) {
+                Ok(count) => deleted += count,
+                Err(e) => {
+                    tracing::error!(room = %record.name, error = %e, "retention stopped for this room");
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes a room's messages said before `cutoff`, oldest first, and their client id
+    /// records (a retry of one is stored anew); returns how many.
+    fn trim(&self, room: &RoomName, cutoff: OffsetDateTime) -> Result<usize, ApiError> {
+        let log = self.log(room)?;
+        let mut deleted = 0;
+        loop {
+            // Nothing else rewrites the room's runs meanwhile (a redaction would put back what
+            // this deletes); the committer only adds runs after them. Held for one batch at a
+            // time, so sends to the room wait little.
             let _appending = log.last.lock().map_err(|_| lock_poisoned())?;
-            let _writer = log.writer.lock().map_err(|_| lock_poisoned())?;
-            loop {
-                let runs = stored::oldest(self.store.as_ref(), room, RETENTION_RUNS)?;
-                let scanned = runs.len();
-                let mut batch = Batch::default();
-                let (mut removed, mut newest_removed, mut kept_any) = (0, 0, false);
-                for run in runs {
-                    let (old, kept): (Vec<Event>, Vec<Event>) =
-                        run.events.into_iter().partition(|e| e.sent_at < cutoff);
-                    if !old.is_empty() {
-                        removed += old.len();
-                        newest_removed = old.iter().map(|e| e.seq).fold(newest_removed, u64::max);
-                        stored::replace_run(&mut batch, room, &run.key, &kept)?;
-                    }
-                    if !kept.is_empty() {
-                        kept_any = true;
-                        break;
-                    }
+            let runs = stored::oldest(self.store.as_ref(), room, RETENTION_RUNS)?;
+            let scanned = runs.len();
+            let mut batch = Batch::default();
+            let (mut removed, mut newest_removed, mut kept_any) = (0, 0, false);
+            for run in runs {
+                let (old, kept): (Vec<Event>, Vec<Event>) =
+                    run.events.into_iter().partition(|e| e.sent_at < cutoff);
+                if !old.is_empty() {
+                    removed += old.len();
+                    stored::replace_run(&mut batch, room, &run.key, &kept)?;
                 }
-                if removed == 0 {
+                for event in &old {
+                    newest_removed = newest_removed.max(event.seq);
+                    batch.delete(keys::client_msg(room, &event.sender, &event.client_msg_id));
+                }
+                if !kept.is_empty() {
+                    kept_any = true;
                     break;
                 }
-                // In the same atomic batch: once the newest messages are gone, this record
-                // is what keeps their sequences from being handed out again (see `log`).
-                let recorded = self.recorded_last(room)?;
-                batch.put(
-                    keys::room_last(room),
-                    value::encode(&recorded.max(newest_removed))?,
-                );
-                self.store.apply(batch)?;
-                self.forget_recent(room)?;
-                deleted += removed;
-                if kept_any || scanned < RETENTION_RUNS {
-                    break;
-                }
+            }
+            if removed == 0 {
+                break;
+            }
+            // In the same atomic batch: once the newest messages are gone, this record is what
+            // keeps their sequences from being handed out again (see `log`).
+            let recorded = self.recorded_last(room)?;
+            batch.put(
+                keys::room_last(room),
+                value::encode(&recorded.max(newest_removed))?,
+            );
+            self.store.apply(batch)?;
+            self.forget_recent(room)?;
+            deleted += removed;
+            if kept_any || scanned < RETENTION_RUNS {
+                break;
             }
         }
         Ok(deleted)
@@ -746,10 +782,17 @@ impl Rooms {
         // Appends to the room wait until the store, the pending events and the window of
         // recent events are all rewritten: an edit appended meanwhile could keep the words.
         let appending = log.last.lock().map_err(|_| lock_poisoned())?;
-        // The committer writes nothing of the room meanwhile: every event is either pending or
-        // stored, and stays so.
+        let is_edit =
+            |event: &Event| matches!(event.body, Body::Edit { target, .. } if target == seq);
+        // The edits stored already, read while the committer goes on writing (every room's
+        // acks wait for it): they stay where they are, since nothing else rewrites the room's
+        // runs while this holds it.
+        let (mut edits, next) = self.stored_matching(room, seq + 1, is_edit)?;
+        // From here the committer writes nothing of the room: every event is either pending
+        // or stored, and stays so. What it wrote since the scan is read again, from `next` on.
         let writer = log.writer.lock().map_err(|_| lock_poisoned())?;
         let mut pending = log.pending.lock().map_err(|_| lock_poisoned())?;
+        edits.extend(self.stored_matching(room, next, is_edit)?.0);
         let found = match pending.events.iter().find(|p| p.event.seq == seq) {
             Some(p) => Some(p.event.event.clone()),
             None => stored::event(self.store.as_ref(), room, seq)?,
@@ -776,31 +819,12 @@ impl Rooms {
         }
         // The message, and every edit of it: none of its words stay readable.
         let mut changed = vec![event];
-        let mut next = seq + 1;
-        loop {
-            let events = stored::range(
-                self.store.as_ref(),
-                room,
-                next,
-                u64::MAX,
-                Order::Ascending,
-                512,
-            )?;
-            let Some((last, _)) = events.last() else {
-                break;
-            };
-            next = last.seq + 1;
-            changed.extend(
-                events.into_iter().map(|(later, _)| later).filter(
-                    |later| matches!(later.body, Body::Edit { target, .. } if target == seq),
-                ),
-            );
-        }
+        changed.extend(edits);
         changed.extend(
             pending
                 .events
                 .iter()
-                .filter(|p| matches!(p.event.body, Body::Edit { target, .. } if target == seq))
+                .filter(|p| is_edit(&p.event))
                 .map(|p| p.event.event.clone()),
         );
         let mut rewritten = Vec::new();
@@ -836,7 +860,39 @@ impl Rooms {
             auth.principal().member(),
             format!("server-redaction-{}", uuid::Uuid::new_v4().simple()),
             Body::Redaction { target: seq },
+            nothing_after,
         )
+    }
+
+    /// The stored events of a room from sequence `from` on that `wanted` picks, and the
+    /// sequence after the last one read.
+    fn stored_matching(
+        &self,
+        room: &RoomName,
+        from: u64,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> Result<(Vec<Event>, u64), ApiError> {
+        let (mut found, mut next) = (Vec::new(), from);
+        loop {
+            let events = stored::range(
+                self.store.as_ref(),
+                room,
+                next,
+                u64::MAX,
+                Order::Ascending,
+                512,
+            )?;
+            let Some((last, _)) = events.last() else {
+                return Ok((found, next));
+            };
+            next = last.seq + 1;
+            found.extend(
+                events
+                    .into_iter()
+                    .map(|(event, _)| event)
+                    .filter(|e| wanted(e)),
+            );
+        }
     }
 
     /// The sender of message `seq`, if it exists.
@@ -849,9 +905,10 @@ impl Rooms {
     /// A record is written before its message, and the message only at the next group commit,
     /// so a crash or a failed write can leave a record whose message was never stored: its
     /// sequence is then above the room's last (which opening the room reads from the messages)
-    /// or, once appends went past it, holds another message. Such a record is stale and the
-    /// message is appended anew, writing over it. A record whose message retention deleted
-    /// still counts: the retry was stored, long ago.
+    /// or, once appends went past it, holds another message or none (retention deleted it).
+    /// Such a record is stale and the message is appended anew, writing over it. Retention
+    /// deletes the records of the messages it deletes, so a record whose message is gone is
+    /// always stale.
     fn earlier(
         &self,
         log: &RoomLog,
@@ -867,10 +924,10 @@ impl Rooms {
         if seq > last {
             return Ok(None);
         }
-        Ok(match log.event(self.store.as_ref(), seq)? {
-            Some(event) if event.sender != *sender || event.client_msg_id != client_msg_id => None,
-            _ => Some(seq),
-        })
+        Ok(log
+            .event(self.store.as_ref(), seq)?
+            .filter(|event| event.sender == *sender && event.client_msg_id == client_msg_id)
+            .map(|_| seq))
     }
 
     /// Checks what a message refers to: a reply's parent exists, mentions are members, an edit
@@ -935,7 +992,11 @@ impl Rooms {
         sender: &escape_proto::Member,
         client_msg_id: String,
         body: Body,
+        after: impl FnOnce(u64) -> Result<Batch, ApiError>,
     ) -> Result<Appended, ApiError> {
+        if self.committer.failed().is_cancelled() {
+            return Err(ApiError::new(ErrorCode::Internal, STORE_FAILED));
+        }
         if body.size() > self.limits.max_body_bytes {
             return Err(ApiError::new(
                 ErrorCode::TooLarge,
@@ -966,6 +1027,7 @@ impl Rooms {
         };
         // Encoded once, here: the committer writes this encoding (see `stored`).
         let encoded = value::encode(&event)?;
+        let after = after(seq)?.into_writes();
         // The record goes first, so that the store never holds the message without it; one a
         // crash leaves without its message is found stale (see `earlier`). Written only if
         // there is none: one look into the store for a new message, not two.
@@ -988,6 +1050,7 @@ impl Rooms {
             .push(stored::PendingEvent {
                 event: shared.clone(),
                 encoded,
+                after,
             });
         *last = seq;
         // Still under the sequencing lock: the window stays in order.
@@ -1018,7 +1081,7 @@ impl Rooms {
             return Ok(());
         }
         let message = if failed.is_cancelled() {
-            "the store failed to write; the server is stopping: retry with the same client_msg_id once it is back"
+            STORE_FAILED
         } else {
             "the message could not be made durable in time; retry with the same client_msg_id"
         };
@@ -1207,14 +1270,12 @@ mod tests {
         assert!(started.elapsed() < Limits::default().durable_timeout() / 2);
         assert!(rooms.store_failed().is_cancelled());
 
-        // The store's next flush would succeed; the message after is still not acknowledged.
+        // The store's next flush would succeed; the message after is refused, so it neither
+        // waits in memory for a committer that stopped nor is acknowledged.
         let after = rooms
             .append(&send, "c3".to_owned(), Body::text("third"))
-            .expect("append");
-        rooms
-            .durable(&room(), after.seq)
-            .await
-            .expect_err("not acknowledged either");
+            .expect_err("refused");
+        assert!(after.message.contains("failed to write"), "{after:?}");
         assert_eq!(rooms.durable_head(&room()).expect("head"), first.seq);
     }
 
@@ -1234,15 +1295,10 @@ mod tests {
             .await
             .expect_err("the store failed");
         assert!(rooms.store_failed().is_cancelled());
-        // A retry before the server stops is found, and not acknowledged either.
-        let retried = rooms
-            .append(&send, "c1".to_owned(), Body::text("first"))
-            .expect("found");
-        assert_eq!((retried.seq, retried.duplicate), (1, true));
+        // A retry before the server stops is refused.
         rooms
-            .durable(&room(), retried.seq)
-            .await
-            .expect_err("still failed");
+            .append(&send, "c1".to_owned(), Body::text("first"))
+            .expect_err("refused");
 
         // The server starts again from what the store holds.
         let (rooms, _task) = Rooms::new(store.clone(), Limits::default());
@@ -1539,6 +1595,16 @@ mod tests {
             .append(&send, "c4".into(), Body::text("y"))
             .expect("append");
         assert_eq!(next.seq, 4);
+        // Their client id records went with them: a retry of one is stored anew, and the kept
+        // one's record stays.
+        let retried = rooms
+            .append(&send, "c1".into(), Body::text("x"))
+            .expect("retry");
+        assert_eq!((retried.seq, retried.duplicate), (5, false));
+        let kept = rooms
+            .append(&send, "c3".into(), Body::text("x"))
+            .expect("retry");
+        assert_eq!((kept.seq, kept.duplicate), (3, true));
     }
 
     #[tokio::test]

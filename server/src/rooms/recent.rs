@@ -9,8 +9,8 @@
 //! Invariants:
 //! - the events held are consecutive sequences ending at the room's last appended one; an
 //!   append pushes under the room's sequencing lock, so nothing is skipped or reordered;
-//! - what is held is what the store holds: a redaction replaces the entries it rewrote, and
-//!   retention clears the room;
+//! - what is held is what the store holds, or will once the committer writes the room's
+//!   pending events: a redaction replaces the entries it rewrote, and retention clears the room;
 //! - the size is bounded per room by count and by bytes, so a busy room costs at most about
 //!   [`MAX_BYTES`] however large its messages (each event is charged three times its stored
 //!   size: the decoded event, its frame, and slack). Every room that was written to since the

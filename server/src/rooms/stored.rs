@@ -22,10 +22,11 @@ use std::sync::Arc;
 use escape_proto::{Event, RoomName};
 
 use super::recent::SharedEvent;
-use crate::store::{Batch, Order, Range, Store, StoreError, keys, value};
+use crate::store::{Batch, Order, Range, Store, StoreError, Write, keys, value};
 
-/// Most bytes of events one run holds (an event larger than this is a run of its own). Every
-/// read of one event decodes its whole run, so runs stay small.
+/// Most bytes of encoded events one run holds (an event larger than this is a run of its own;
+/// the value adds two brackets). Every read of one event decodes its whole run, so runs stay
+/// small.
 pub const RUN_BYTES: usize = 16 * 1024;
 
 /// Runs read per scan when a range spans many of them.
@@ -37,6 +38,8 @@ pub struct PendingEvent {
     pub event: Arc<SharedEvent>,
     /// Its stored encoding, made once when it was appended.
     pub encoded: Vec<u8>,
+    /// Writes that must not outlive it in a crash, made right after its run.
+    pub after: Vec<Write>,
 }
 
 /// A run as read.
@@ -68,8 +71,9 @@ impl Run {
     }
 }
 
-/// Writes `events` (in sequence order) as runs, in order: after a crash the store holds the
-/// first runs of them, never a later one without the earlier.
+/// Writes `events` (in sequence order) as runs, each followed by its events' `after` writes, in
+/// order: after a crash the store holds a prefix of these writes, never a later one without the
+/// earlier.
 pub fn write(
     store: &dyn Store,
     room: &RoomName,
@@ -84,6 +88,12 @@ pub fn write(
             keys::message(room, last.event.seq),
             value::encode_array(run.iter().map(|p| p.encoded.as_slice()))?,
         );
+        for write in run.iter().flat_map(|p| &p.after) {
+            match write {
+                Write::Put(key, value) => batch.put(key.clone(), value.clone()),
+                Write::Delete(key) => batch.delete(key.clone()),
+            };
+        }
     }
     store.apply(batch)
 }
@@ -313,6 +323,7 @@ mod tests {
         PendingEvent {
             event: SharedEvent::new(event, encoded.len()),
             encoded,
+            after: Vec::new(),
         }
     }
 
@@ -422,6 +433,26 @@ mod tests {
             seqs(&range(&store, &room(), 1, 40, Order::Ascending, 100).expect("range")).len(),
             40
         );
+    }
+
+    /// What must not outlive an event in a crash (an indicator's label) is written after its
+    /// run: a write cut short keeps the run without it, never the other way round.
+    #[test]
+    fn writes_made_after_an_event_follow_its_run() {
+        let store = MemoryStore::new();
+        let mut events: Vec<_> = (1..=2).map(|seq| pending(seq, "x")).collect();
+        events[1].after = vec![Write::Put(b"label".to_vec(), b"RED".to_vec())];
+        store.cut_next_in_order_batch();
+        write(&store, &room(), &events).expect_err("cut after the first write");
+        assert!(
+            event(&store, &room(), 2).expect("read").is_some(),
+            "the run"
+        );
+        assert!(store.get(b"label").expect("get").is_none());
+
+        let store = MemoryStore::new();
+        write(&store, &room(), &events).expect("write");
+        assert_eq!(store.get(b"label").expect("get"), Some(b"RED".to_vec()));
     }
 
     #[test]

@@ -53,8 +53,8 @@ impl Batch {
     /// before the last, and after a crash the store holds a prefix of them, never a later write
     /// without the earlier ones. A backend may apply it much faster (sled's atomic batches
     /// exclude every other writer: the `store` micro-benchmark appends about three times as
-    /// fast in order); the caller must be able to mend a prefix, as a room's log does for its
-    /// newest message.
+    /// fast in order); the caller must be able to live with a prefix, as a room's log does (a
+    /// client id record without its message is found stale).
     pub fn in_order() -> Self {
         Self {
             writes: Vec::new(),
