@@ -1324,6 +1324,22 @@ mod tests {
         );
     }
 
+    /// Sets the test room's retention to 30 days.
+    fn keep_for_30_days(gate: &Gate, rooms: &Rooms, principal: &Principal) {
+        let manage = gate
+            .authorize::<action::ManageRoom>(principal, room())
+            .expect("manage");
+        rooms
+            .update_settings(
+                &manage,
+                escape_proto::room::RoomSettings {
+                    retention_days: Some(30),
+                    ..Default::default()
+                },
+            )
+            .expect("settings");
+    }
+
     #[tokio::test]
     async fn messages_older_than_the_retention_period_are_deleted() {
         let (gate, rooms, principal) = setup();
@@ -1342,18 +1358,7 @@ mod tests {
                 .expect("run"),
             0
         );
-        let manage = gate
-            .authorize::<action::ManageRoom>(&principal, room())
-            .expect("manage");
-        rooms
-            .update_settings(
-                &manage,
-                escape_proto::room::RoomSettings {
-                    retention_days: Some(30),
-                    ..Default::default()
-                },
-            )
-            .expect("settings");
+        keep_for_30_days(&gate, &rooms, &principal);
         assert_eq!(
             rooms
                 .enforce_retention(now + time::Duration::days(29))
@@ -1563,18 +1568,7 @@ mod tests {
                 .expect("append");
         }
         rooms.durable(&room(), 3).await.expect("durable");
-        let manage = gate
-            .authorize::<action::ManageRoom>(&principal, room())
-            .expect("manage");
-        rooms
-            .update_settings(
-                &manage,
-                escape_proto::room::RoomSettings {
-                    retention_days: Some(30),
-                    ..Default::default()
-                },
-            )
-            .expect("settings");
+        keep_for_30_days(&gate, &rooms, &principal);
         // One run, its events said 60, 40 and 10 days ago.
         let now = OffsetDateTime::now_utc();
         let mut runs = stored::oldest(store.as_ref(), &room(), 10).expect("runs");
