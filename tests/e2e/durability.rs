@@ -206,3 +206,124 @@ async fn a_request_whose_write_could_not_be_flushed_says_so_and_the_server_stops
     }
     assert!(!d.store_failed());
 }
+
+/// A data dir an earlier release wrote, one value per message, serves as before: the history
+/// reads, the sequence continues, a retry of an old client message id is still a duplicate, and
+/// a redaction reaches an old message's words.
+#[tokio::test]
+async fn a_room_log_an_earlier_release_wrote_one_message_per_value_is_served_as_before() {
+    use escape_server::store::{keys, value};
+
+    let mut d = TestDeployment::new();
+    d.start().await;
+    let ops = RoomName::parse("ops").expect("room");
+    d.client("admin")
+        .await
+        .create_room(ops.clone(), String::new())
+        .await
+        .expect("create");
+    let mut channel = d.channel("admin").await;
+    let mut acks = Vec::new();
+    for (id, text) in [
+        ("one", "first"),
+        ("two", "second words"),
+        ("three", "third"),
+    ] {
+        acks.push(channel.send(&ops, id, Body::text(text)).await.expect("ack"));
+    }
+    channel.close().await;
+    d.stop().await;
+
+    // Rewrite the room's log as an earlier release laid it out: each event its own value,
+    // under its own sequence.
+    let store = d.open_store();
+    let runs = store
+        .scan_prefix(&keys::messages_prefix(&ops), usize::MAX)
+        .expect("scan");
+    assert!(!runs.is_empty());
+    let mut batch = Batch::in_order();
+    let mut rewritten = 0;
+    for (key, bytes) in runs {
+        let events: Vec<escape_proto::Event> = if value::is_array(&bytes) {
+            value::decode(&key, &bytes).expect("run")
+        } else {
+            vec![value::decode(&key, &bytes).expect("event")]
+        };
+        batch.delete(key);
+        for event in events {
+            batch.put(
+                keys::message(&ops, event.seq),
+                value::encode(&event).expect("encode"),
+            );
+            rewritten += 1;
+        }
+    }
+    assert!(
+        rewritten >= acks.len(),
+        "every message rewritten ({rewritten})"
+    );
+    store.apply(batch).expect("rewrite");
+    store.flush().expect("flush");
+    drop(store);
+
+    d.start().await;
+    let admin = d.client("admin").await;
+    let page = admin
+        .history(&ops, &HistoryQuery::default())
+        .await
+        .expect("history");
+    let texts: Vec<_> = page
+        .messages
+        .iter()
+        .filter(|m| matches!(m.body, Body::Text { .. }))
+        .map(|m| (m.seq, m.body.clone()))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            (acks[0].seq, Body::text("first")),
+            (acks[1].seq, Body::text("second words")),
+            (acks[2].seq, Body::text("third")),
+        ]
+    );
+    let mut channel = d.channel("admin").await;
+    let next = channel
+        .send(&ops, "four", Body::text("fourth"))
+        .await
+        .expect("ack");
+    assert_eq!(next.seq, acks[2].seq + 1);
+    let retry = channel
+        .send(&ops, "two", Body::text("second words"))
+        .await
+        .expect("ack");
+    assert!(retry.duplicate);
+    assert_eq!(retry.seq, acks[1].seq);
+    channel.close().await;
+
+    admin
+        .redact(&ops, acks[1].seq, "shared by mistake".into())
+        .await
+        .expect("redact an old message");
+    let page = admin
+        .history(&ops, &HistoryQuery::default())
+        .await
+        .expect("history");
+    let old = page
+        .messages
+        .iter()
+        .find(|m| m.seq == acks[1].seq)
+        .expect("still listed");
+    assert_eq!(old.body, Body::Redacted);
+    d.stop().await;
+    let store = d.open_store();
+    let words = store
+        .scan_prefix(&keys::messages_prefix(&ops), usize::MAX)
+        .expect("scan")
+        .iter()
+        .any(|(_, bytes)| {
+            bytes
+                .windows(b"second words".len())
+                .any(|w| w == b"second words")
+        });
+    assert!(!words, "the old message's words are gone from the store");
+}
