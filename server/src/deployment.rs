@@ -6,6 +6,7 @@
 //! <data>/pki/server.pem .key   the listener's certificate
 //! <data>/store/                the embedded store
 //! <data>/profiles/*.escape-profile   client profiles written by init / add-member (0600)
+//! <data>/init.incomplete       present only while `init` runs (see [`init`])
 //! ```
 
 use std::fs;
@@ -31,6 +32,16 @@ pub enum DeploymentError {
     AlreadyInitialised(PathBuf),
     #[error("{0} holds no deployment; run `escape-server init --data {0}` first")]
     NotInitialised(PathBuf),
+    #[error(
+        "{0} is not empty but holds no deployment; point --data at an empty or initialised dir (escape.toml alone is fine)"
+    )]
+    NotEmpty(PathBuf),
+    #[error("another init of {0} is running")]
+    InitRunning(PathBuf),
+    #[error(
+        "an `escape-server init` of {0} was cut off before it completed; run it again with the same options (it starts over)"
+    )]
+    InitCutOff(PathBuf),
     #[error(transparent)]
     Cert(#[from] escape_certs::CertError),
     #[error(transparent)]
@@ -40,6 +51,9 @@ pub enum DeploymentError {
     #[error("invalid member: {0}")]
     Member(String),
 }
+
+/// The name of the marker an init in progress keeps in the data dir.
+const INIT_MARKER: &str = "init.incomplete";
 
 /// Options of `escape-server init`.
 #[derive(Debug, Clone)]
@@ -51,6 +65,38 @@ pub struct InitOptions {
     pub hosts: Vec<String>,
     /// The address written into profiles (`host:port`).
     pub public_address: String,
+    /// The operator's settings file (`escape.toml`) as it should read once the deployment
+    /// exists, if init changes it: written before init marks the deployment complete, so an
+    /// init cut off midway never leaves a deployment serving on other settings than asked.
+    pub settings: Option<String>,
+    /// Which command creates the deployment, written into the marker of an init in progress.
+    pub by: InitBy,
+}
+
+/// Who began an init. A first start redoes only an init it began itself: an operator's
+/// `escape-server init` was given hosts, a name and an address that a start does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitBy {
+    /// `escape-server init`, with the operator's options.
+    #[default]
+    Operator,
+    /// The first start of the server on an empty dir, with the defaults.
+    FirstStart,
+}
+
+impl InitBy {
+    const FIRST_START: &str = "first start";
+
+    fn marker_text(self) -> &'static str {
+        match self {
+            Self::Operator => {
+                "init\nescape-server init is running, or was cut off: the next init starts over\n"
+            }
+            Self::FirstStart => {
+                "first start\nthe first start is creating the deployment, or was cut off: the next start starts over\n"
+            }
+        }
+    }
 }
 
 impl Default for InitOptions {
@@ -59,6 +105,8 @@ impl Default for InitOptions {
             name: "Escape".into(),
             hosts: vec!["localhost".into(), "127.0.0.1".into()],
             public_address: crate::config::DEFAULT_LISTEN.into(),
+            settings: None,
+            by: InitBy::Operator,
         }
     }
 }
@@ -116,8 +164,54 @@ impl Layout {
         self.root.join("pki/public")
     }
 
+    /// Written first by `init` and removed last: while it is there, whatever else the data dir
+    /// holds is the leftover of an init that was cut off, never a deployment.
+    pub fn init_marker(&self) -> PathBuf {
+        self.root.join(INIT_MARKER)
+    }
+
+    /// A deployment that `init` completed: its CA, and no sign of an init cut off midway.
     pub fn is_initialised(&self) -> bool {
-        self.ca_cert().exists()
+        self.ca_cert().exists() && !self.init_marker().exists()
+    }
+
+    /// Who began an init that stopped before it completed (a power cut, a kill), if one did.
+    /// A marker that cannot be read counts as the operator's: a start then refuses to redo it.
+    pub fn interrupted_init(&self) -> Option<InitBy> {
+        match fs::read_to_string(self.init_marker()) {
+            Ok(text) if text.lines().next() == Some(InitBy::FIRST_START) => {
+                Some(InitBy::FirstStart)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Ok(_) | Err(_) => Some(InitBy::Operator),
+        }
+    }
+
+    /// Whether init may create a deployment here: refused where one exists or where the dir
+    /// holds anything but the operator's settings file (init never takes over, or clears, files
+    /// it did not make). Returns who began a cut-off init, whose leftovers init clears.
+    pub fn check_ready_for_init(&self) -> Result<Option<InitBy>, DeploymentError> {
+        if self.is_initialised() {
+            return Err(DeploymentError::AlreadyInitialised(self.root.clone()));
+        }
+        if let Some(by) = self.interrupted_init() {
+            return Ok(Some(by));
+        }
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&self.root)(e)),
+        };
+        for entry in entries {
+            let name = entry.map_err(io_err(&self.root))?.file_name();
+            // A marker whose writing was cut off leaves only its temporary file.
+            let precedes_init = name == crate::config::CONFIG_FILE
+                || name.to_str() == Some(&format!("{INIT_MARKER}.tmp"));
+            if !precedes_init {
+                return Err(DeploymentError::NotEmpty(self.root.clone()));
+            }
+        }
+        Ok(None)
     }
 
     pub fn read(&self, path: &Path) -> Result<String, DeploymentError> {
@@ -152,21 +246,32 @@ impl Layout {
 }
 
 /// Creates a deployment in `dir`: CA, server certificate, store, and the first admin with its
-/// profile. Refuses to touch a dir that already holds one.
+/// profile. Refuses a dir that holds a deployment, or anything but the operator's settings file.
+///
+/// All or nothing: a marker file is written (and synced) before any of the deployment and
+/// removed after all of it, so a crash at any point leaves a dir that no command takes for a
+/// deployment. The next `init` (or, for one it began, the next first start) removes what the
+/// cut-off one made, keeping the operator's settings file and the master key, and starts over.
+/// One init runs at a time in a dir: a second one at once is refused, so it can never clear a
+/// deployment the first has just completed.
 pub fn init(
     dir: &Path,
     options: &InitOptions,
     master: &crate::seal::MasterKey,
 ) -> Result<Initialised, DeploymentError> {
     let layout = Layout::new(dir);
-    if layout.is_initialised() {
-        return Err(DeploymentError::AlreadyInitialised(dir.to_path_buf()));
-    }
     if options.hosts.is_empty() {
         return Err(DeploymentError::Member(
             "at least one --host is needed".into(),
         ));
     }
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let _one_at_a_time = lock(dir)?;
+    if layout.check_ready_for_init()?.is_some() {
+        tracing::warn!(data = %dir.display(), "an earlier init was cut off; starting it over");
+        clear_leftovers(&layout)?;
+    }
+    write_public(&layout.init_marker(), options.by.marker_text())?;
     create_private_dir(&dir.join("pki"))?;
     create_private_dir(&layout.profiles())?;
     let ca = Ca::generate(
@@ -193,17 +298,47 @@ pub fn init(
         vetting: "founding".into(),
         ..Attributes::default()
     };
-    // The CA files go last: their presence is what marks the dir as initialised.
     write_private(&layout.ca_key(), ca.key_pem())?;
     write_public(&layout.ca_cert(), ca.cert_pem())?;
     let admin_profile = add_member_with(&layout, &ca, &registry, admin.clone(), "admin")?;
     store.flush()?;
-    // The folders made above (pki, profiles, the store's) are names in the data dir itself.
+    if let Some(settings) = &options.settings {
+        write_settings(&dir.join(crate::config::CONFIG_FILE), settings)?;
+    }
+    // The folders made above (pki, profiles, the store's) are names in the data dir, and the
+    // data dir a name in its parent: all must be on disk before the marker's removal is.
+    sync_dir(dir).map_err(io_err(dir))?;
+    crate::disk::sync_parent(dir).map_err(io_err(dir))?;
+    let marker = layout.init_marker();
+    fs::remove_file(&marker).map_err(io_err(&marker))?;
     sync_dir(dir).map_err(io_err(dir))?;
     Ok(Initialised {
         admin,
         admin_profile,
     })
+}
+
+/// An exclusive lock on the data dir itself, held while init runs; refused, not waited for.
+fn lock(dir: &Path) -> Result<fs::File, DeploymentError> {
+    let handle = fs::File::open(dir).map_err(io_err(dir))?;
+    match handle.try_lock() {
+        Ok(()) => Ok(handle),
+        Err(fs::TryLockError::WouldBlock) => Err(DeploymentError::InitRunning(dir.to_path_buf())),
+        Err(fs::TryLockError::Error(e)) => Err(io_err(dir)(e)),
+    }
+}
+
+/// Removes what a cut-off init made in the data dir. The operator's settings file stays, and so
+/// does the master key (outside the data dir): the next init seals the new store with it.
+fn clear_leftovers(layout: &Layout) -> Result<(), DeploymentError> {
+    for folder in [layout.root.join("pki"), layout.profiles(), layout.store()] {
+        match fs::remove_dir_all(&folder) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&folder)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// A fresh member id.
@@ -312,8 +447,8 @@ pub fn write_private_bytes(path: &Path, contents: &[u8]) -> Result<(), Deploymen
     write_atomically(path, contents, 0o600)
 }
 
-/// Writes a certificate or an address the same way, readable by all: `ca.pem` marks the data
-/// dir as initialised, and an empty one left by a power cut would keep the server from starting.
+/// Writes a certificate or an address the same way, readable by all: an empty `ca.pem` left by
+/// a power cut would keep the server from starting, and a half-written marker would be none.
 pub fn write_public(path: &Path, contents: &str) -> Result<(), DeploymentError> {
     write_atomically(path, contents.as_bytes(), 0o644)
 }
@@ -421,5 +556,63 @@ mod tests {
             "listen = \"127.0.0.1:9445\"\n"
         );
         assert_eq!(mode(&elsewhere), 0o600);
+    }
+
+    fn master_key(dir: &Path) -> crate::seal::MasterKey {
+        crate::seal::MasterKey::load_or_create(&crate::seal::MasterKeyOptions {
+            path: dir.join("master-key"),
+            passphrase: None,
+        })
+        .expect("master key")
+        .0
+    }
+
+    #[test]
+    fn an_init_that_stopped_partway_is_no_deployment_and_the_next_one_starts_over() {
+        let keys = tempfile::tempdir().expect("tempdir");
+        let master = master_key(keys.path());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(dir.path());
+        fs::write(dir.path().join(crate::config::CONFIG_FILE), "# mine\n").expect("settings");
+
+        // Stops after the marker and the first folders: the host is no name a certificate takes.
+        let bad = InitOptions {
+            hosts: vec!["not a host name!".into()],
+            ..InitOptions::default()
+        };
+        assert!(matches!(
+            init(dir.path(), &bad, &master),
+            Err(DeploymentError::Cert(_))
+        ));
+        assert!(dir.path().join("pki").exists(), "it had begun");
+        assert!(!layout.is_initialised());
+        assert_eq!(layout.interrupted_init(), Some(InitBy::Operator));
+        assert!(matches!(
+            layout.ca(),
+            Err(DeploymentError::NotInitialised(_))
+        ));
+
+        // While another init holds the dir, a second one is refused and clears nothing.
+        let held = lock(dir.path()).expect("lock");
+        assert!(matches!(
+            init(dir.path(), &InitOptions::default(), &master),
+            Err(DeploymentError::InitRunning(_))
+        ));
+        assert!(dir.path().join("pki").exists());
+        drop(held);
+
+        let done = init(dir.path(), &InitOptions::default(), &master).expect("starts over");
+        assert!(layout.is_initialised());
+        assert_eq!(layout.interrupted_init(), None);
+        assert!(done.admin_profile.exists());
+        assert_eq!(
+            fs::read_to_string(dir.path().join(crate::config::CONFIG_FILE)).expect("read"),
+            "# mine\n",
+            "the operator's settings are kept"
+        );
+        assert!(matches!(
+            init(dir.path(), &InitOptions::default(), &master),
+            Err(DeploymentError::AlreadyInitialised(_))
+        ));
     }
 }

@@ -9,7 +9,7 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use escape_proto::{Attributes, Member};
 use escape_server::config::{Config, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
-use escape_server::deployment::{self, InitOptions, Layout};
+use escape_server::deployment::{self, DeploymentError, InitBy, InitOptions, Layout};
 use escape_server::registry::Registry;
 use escape_server::seal::{self, MasterKey, MasterKeyOptions};
 use escape_server::store::Store;
@@ -179,7 +179,7 @@ fn main() -> anyhow::Result<()> {
             hosts,
             name,
             listen,
-        } => init(&deployment, &hosts, &name, listen),
+        } => init(&deployment, &hosts, &name, listen, InitBy::Operator),
         Command::Serve { deployment, listen } => serve(&deployment, listen),
         Command::Audit(AuditCommand::Verify { deployment }) => {
             let (store, _) = deployment.open_store()?;
@@ -260,6 +260,7 @@ fn init(
     hosts: &[String],
     name: &str,
     listen: SocketAddr,
+    by: InitBy,
 ) -> anyhow::Result<()> {
     let data = target.data.as_path();
     // A wildcard listen address is no address to connect to: profiles name the first host.
@@ -272,14 +273,20 @@ fn init(
     } else {
         listen.to_string()
     };
-    let options = InitOptions {
-        name: name.to_owned(),
-        hosts: hosts.to_vec(),
-        public_address,
-    };
     let key_options = target.master_key();
-    if Layout::new(data).is_initialised() {
-        bail!("{} already holds a deployment", data.display());
+    // Checked before the master key is made, so that a refused dir gets nothing beside it.
+    match Layout::new(data).check_ready_for_init()? {
+        Some(InitBy::Operator) if by == InitBy::FirstStart => {
+            return Err(DeploymentError::InitCutOff(data.to_owned()).into());
+        }
+        Some(earlier) => println!(
+            "an earlier {} was cut off before the deployment was complete; starting over",
+            match earlier {
+                InitBy::Operator => "init",
+                InitBy::FirstStart => "first start",
+            }
+        ),
+        None => {}
     }
     // Keep what the operator wrote before the first start; add the address unless it is set.
     // Read before anything is created, so that an unreadable file stops init with nothing done.
@@ -297,13 +304,17 @@ fn init(
     } else {
         None
     };
+    let options = InitOptions {
+        name: name.to_owned(),
+        hosts: hosts.to_vec(),
+        public_address,
+        settings: with_listen,
+        by,
+    };
     std::fs::create_dir_all(data)?;
     seal::check_outside(data, &key_options.path)?;
     let (master, created) = MasterKey::load_or_create(&key_options)?;
     let done = deployment::init(data, &options, &master)?;
-    if let Some(contents) = with_listen {
-        deployment::write_settings(&settings, &contents)?;
-    }
     println!("deployment created in {}", data.display());
     if created {
         println!(
@@ -317,7 +328,7 @@ fn init(
         );
     } else {
         println!(
-            "store sealed with the existing master key {}",
+            "store sealed with the existing master key {}: keep it (and its backups) apart from the data dir",
             key_options.path.display()
         );
     }
@@ -333,17 +344,6 @@ fn serve(target: &Deployment, listen: Option<SocketAddr>) -> anyhow::Result<()> 
     let data = target.data.as_path();
     let layout = Layout::new(data);
     if !layout.is_initialised() {
-        // An operator may write escape.toml before the first start (listen addresses, limits).
-        let other_than_config = data.exists()
-            && std::fs::read_dir(data)?
-                .filter_map(Result::ok)
-                .any(|entry| entry.file_name() != escape_server::config::CONFIG_FILE);
-        if other_than_config {
-            bail!(
-                "{} is not empty but holds no deployment; point --data at an empty or initialised dir (escape.toml alone is fine)",
-                data.display()
-            );
-        }
         tracing::info!(data = %data.display(), "no deployment yet; creating one");
         let listen = listen.unwrap_or(DEFAULT_LISTEN.parse()?);
         init(
@@ -351,6 +351,7 @@ fn serve(target: &Deployment, listen: Option<SocketAddr>) -> anyhow::Result<()> 
             &["localhost".into(), "127.0.0.1".into()],
             "Escape",
             listen,
+            InitBy::FirstStart,
         )?;
     }
     let mut config = Config::load(data, listen)?;

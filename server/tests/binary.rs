@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{start, terminate};
+use common::{configure, start, terminate};
 
 use escape_proto::ProfileBundle;
 use rustls_pki_types::pem::PemObject;
@@ -220,4 +220,139 @@ fn init_adds_the_listen_address_to_the_operators_settings_or_stops_before_creati
         .collect();
     assert_eq!(names, ["escape.toml"], "nothing created beside it");
     assert!(!dir.path().join("unreadable.master-key").exists());
+}
+
+/// Starts the binary in `cwd` expecting it to refuse; returns what it printed.
+fn refused_start(cwd: &std::path::Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_escape-server"))
+        .current_dir(cwd)
+        .env("ESCAPE_LISTEN", "127.0.0.1:0")
+        .env_remove("ESCAPE_DATA")
+        .env_remove("ESCAPE_MASTER_KEY")
+        .env_remove("ESCAPE_MASTER_PASSPHRASE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("escape-server started where it should have refused");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(!output.status.success());
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn admin_profile(cwd: &std::path::Path) -> ProfileBundle {
+    let path = cwd.join("escape-data/profiles/admin.escape-profile");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("admin profile")).expect("parses")
+}
+
+#[tokio::test]
+async fn a_first_start_cut_off_midway_is_started_over_and_other_leftovers_are_refused() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let data = cwd.path().join("escape-data");
+    configure(cwd.path(), "");
+    let settings = std::fs::read_to_string(data.join("escape.toml")).expect("settings");
+    // What an init cut off early leaves: its first file, and the marker it wrote before it.
+    std::fs::create_dir(data.join("pki")).expect("pki");
+    std::fs::write(data.join("pki/server.key"), "half a key").expect("leftover");
+
+    // Without the marker, files the server did not make are never taken over or removed.
+    let out = refused_start(cwd.path());
+    assert!(out.contains("holds no deployment"), "{out}");
+    assert!(data.join("pki/server.key").exists());
+
+    std::fs::write(data.join("init.incomplete"), "first start\n").expect("marker");
+    let (mut child, addr) = start(cwd.path());
+    let first = admin_profile(cwd.path());
+    let (status, _) = whoami(&addr, &first).await;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        !data.join("init.incomplete").exists(),
+        "complete: marker gone"
+    );
+    let kept = std::fs::read_to_string(data.join("escape.toml")).expect("settings");
+    assert!(
+        kept.ends_with(&settings),
+        "the operator's settings are kept: {kept}"
+    );
+    assert!(terminate(&mut child).success());
+
+    // Cut off late: everything made but the marker not yet removed. That deployment was never
+    // complete, so it is made anew: a new CA and admin, and the earlier profile is no longer one.
+    std::fs::write(data.join("init.incomplete"), "first start\n").expect("marker");
+    let (mut child, addr) = start(cwd.path());
+    let second = admin_profile(cwd.path());
+    assert_ne!(second.member_id, first.member_id);
+    assert_ne!(second.ca_pem, first.ca_pem);
+    let (status, body) = whoami(&addr, &second).await;
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains(second.member_id.as_str()), "{body}");
+    assert!(terminate(&mut child).success());
+}
+
+#[test]
+fn an_init_cut_off_is_started_over_by_init_and_never_redone_by_a_start_with_other_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("escape-data");
+    let init = || {
+        offline(
+            dir.path(),
+            &[
+                "init",
+                "--data",
+                data.to_str().expect("path"),
+                "--host",
+                "escape.example.org",
+            ],
+        )
+    };
+    // A crash just before init removed its marker leaves all of the deployment and the marker:
+    // simulated by an init that completed, with the marker put back.
+    let (created, out) = init();
+    assert!(created, "{out}");
+    let first = std::fs::read_to_string(data.join("pki/ca.pem")).expect("ca");
+    std::fs::write(data.join("init.incomplete"), "init\n").expect("marker");
+
+    // Nothing takes it for a deployment, and a start does not redo the operator's init with its
+    // own defaults (the certificate would name localhost, not escape.example.org).
+    let (ok, out) = offline(dir.path(), &["audit", "verify"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("holds no deployment"), "{out}");
+    let out = refused_start(dir.path());
+    assert!(out.contains("was cut off"), "{out}");
+    assert!(out.contains("run it again"), "{out}");
+    assert!(data.join("init.incomplete").exists());
+
+    let (created, out) = init();
+    assert!(created, "{out}");
+    assert!(out.contains("an earlier init was cut off"), "{out}");
+    assert!(!data.join("init.incomplete").exists());
+    let second = std::fs::read_to_string(data.join("pki/ca.pem")).expect("ca");
+    assert_ne!(first, second, "a new CA");
+    let (verified, out) = offline(dir.path(), &["audit", "verify"]);
+    assert!(verified, "{out}");
+
+    // Files init did not make, with no marker, are refused by init too, and kept.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("store")).expect("dir");
+    std::fs::write(other.join("store/notes.txt"), "mine").expect("file");
+    let (created, out) = offline(
+        dir.path(),
+        &["init", "--data", other.to_str().expect("path")],
+    );
+    assert!(!created, "{out}");
+    assert!(out.contains("is not empty"), "{out}");
+    assert!(other.join("store/notes.txt").exists());
+    assert!(!dir.path().join("other.master-key").exists(), "no key made");
 }
