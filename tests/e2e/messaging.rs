@@ -435,3 +435,37 @@ async fn a_retried_send_with_the_same_client_message_id_is_stored_once() {
         .expect("history");
     assert_eq!(page.messages.len(), 2, "one message per client message id");
 }
+
+/// The client reads through a small buffer (`escape_client::channel::websocket_config`): events
+/// several times its size, and several of them back to back, still arrive whole and in order.
+#[tokio::test]
+async fn events_larger_than_the_clients_read_buffer_arrive_whole() {
+    let mut d = TestDeployment::new();
+    d.start().await;
+    let ops = room("ops");
+    d.client("admin")
+        .await
+        .create_room(ops.clone(), String::new())
+        .await
+        .expect("create");
+    let mut reader = d.channel("admin").await;
+    reader.subscribe(&ops, None).await.expect("subscribe");
+    let mut writer = d.channel("admin").await;
+    let texts: Vec<String> = (0..5u8)
+        .map(|i| {
+            (0..15 * 1024)
+                .map(|n| char::from(b'a' + ((n + usize::from(i)) % 26) as u8))
+                .collect()
+        })
+        .collect();
+    for (i, text) in texts.iter().enumerate() {
+        writer
+            .send(&ops, &format!("big-{i}"), Body::text(text.clone()))
+            .await
+            .expect("ack");
+    }
+    let received = events(&mut reader, texts.len()).await;
+    let bodies: Vec<Body> = received.into_iter().map(|e| e.body).collect();
+    let sent: Vec<Body> = texts.into_iter().map(Body::text).collect();
+    assert_eq!(bodies, sent);
+}

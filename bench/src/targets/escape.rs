@@ -127,7 +127,7 @@ async fn connect(link: &Link) -> anyhow::Result<Ws> {
     let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
         link.ws_url.as_str(),
         tcp,
-        None,
+        Some(escape_client::channel::websocket_config()),
         Some(Connector::Rustls(link.tls.clone())),
     )
     .await
