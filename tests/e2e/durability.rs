@@ -13,12 +13,7 @@ use escape_server::store::{Batch, Entry, Order, Range, Store, StoreError, Swap};
 async fn a_message_acknowledged_before_the_server_stopped_is_there_after_restart() {
     let mut d = TestDeployment::new();
     d.start().await;
-    let ops = RoomName::parse("ops").expect("room");
-    d.client("admin")
-        .await
-        .create_room(ops.clone(), String::new())
-        .await
-        .expect("create");
+    let ops = create_ops(&d).await;
     let mut channel = d.channel("admin").await;
     let ack = channel
         .send(&ops, "keep-me", Body::text("durable"))
@@ -56,12 +51,7 @@ async fn a_message_acknowledged_before_the_server_stopped_is_there_after_restart
 async fn shutdown_closes_websockets_with_a_reason() {
     let mut d = TestDeployment::new();
     d.start().await;
-    let ops = RoomName::parse("ops").expect("room");
-    d.client("admin")
-        .await
-        .create_room(ops.clone(), String::new())
-        .await
-        .expect("create");
+    let ops = create_ops(&d).await;
     let mut channel = d.channel("admin").await;
     channel.subscribe(&ops, None).await.expect("subscribe");
     d.stop().await;
@@ -114,6 +104,17 @@ impl Store for FailingDisk {
     }
 }
 
+/// The room `ops`, created by the admin of the started deployment `d`.
+async fn create_ops(d: &TestDeployment) -> RoomName {
+    let ops = RoomName::parse("ops").expect("room");
+    d.client("admin")
+        .await
+        .create_room(ops.clone(), String::new())
+        .await
+        .expect("create");
+    ops
+}
+
 /// Starts `d` on a disk that fails while `failing` is set.
 async fn start_on(d: &mut TestDeployment, failing: &Arc<AtomicBool>) {
     let switch = failing.clone();
@@ -130,12 +131,7 @@ async fn on_a_disk_that_will_fail() -> (TestDeployment, Arc<AtomicBool>, RoomNam
     let mut d = TestDeployment::new();
     let failing = Arc::new(AtomicBool::new(false));
     start_on(&mut d, &failing).await;
-    let ops = RoomName::parse("ops").expect("room");
-    d.client("admin")
-        .await
-        .create_room(ops.clone(), String::new())
-        .await
-        .expect("created while the disk works");
+    let ops = create_ops(&d).await;
     (d, failing, ops)
 }
 
@@ -216,12 +212,7 @@ async fn a_room_log_an_earlier_release_wrote_one_message_per_value_is_served_as_
 
     let mut d = TestDeployment::new();
     d.start().await;
-    let ops = RoomName::parse("ops").expect("room");
-    d.client("admin")
-        .await
-        .create_room(ops.clone(), String::new())
-        .await
-        .expect("create");
+    let ops = create_ops(&d).await;
     let mut channel = d.channel("admin").await;
     let mut acks = Vec::new();
     for (id, text) in [

@@ -1213,9 +1213,9 @@ mod tests {
             .expect("send")
     }
 
-    #[tokio::test]
-    async fn a_retry_of_a_message_whose_client_id_record_a_crash_took_is_not_stored_twice() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    /// The test room on `store` holding two durable messages, client ids `c1` and `c2`; the
+    /// sender's permission and principal, for a test to go on with a new `Rooms` on the store.
+    async fn two_durable_messages(store: &Arc<dyn Store>) -> (Authorized<action::Send>, Principal) {
         let (gate, rooms, principal) = setup_on(store.clone());
         let send = open_room(&gate, &rooms, &principal);
         for id in ["c1", "c2"] {
@@ -1224,6 +1224,13 @@ mod tests {
                 .expect("append");
         }
         rooms.durable(&room(), 2).await.expect("durable");
+        (send, principal)
+    }
+
+    #[tokio::test]
+    async fn a_retry_of_a_message_whose_client_id_record_a_crash_took_is_not_stored_twice() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (send, principal) = two_durable_messages(&store).await;
         // What a crash in an earlier release, which wrote messages before their records, left:
         // the newest messages (here one run of two) without them.
         for id in ["c1", "c2"] {
@@ -1457,14 +1464,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_whose_message_was_never_written_is_stale() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let (gate, rooms, principal) = setup_on(store.clone());
-        let send = open_room(&gate, &rooms, &principal);
-        for id in ["c1", "c2"] {
-            rooms
-                .append(&send, id.to_owned(), Body::text(id))
-                .expect("append");
-        }
-        rooms.durable(&room(), 2).await.expect("durable");
+        let (send, _) = two_durable_messages(&store).await;
         // What a crash after the records were written and before the run leaves.
         store
             .delete(&keys::message(&room(), 2))
