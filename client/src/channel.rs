@@ -11,10 +11,10 @@ use crate::api::{Client, server_error};
 use crate::error::ClientError;
 
 /// The WebSocket settings of a member's channel. Reads go through a 4 KiB buffer: the library
-/// fills its whole read buffer with zeros before every read, and at the default size (128 KiB)
-/// that took about 40 % of a receiving client's CPU for events of a few hundred bytes (profiled
-/// under `escape-load fanout`). A larger message still arrives whole: frames are assembled
-/// apart from the read buffer.
+/// fills its whole read buffer with zeros before every read, and at its default size (128 KiB)
+/// that was most of what a client receiving events of a few hundred bytes spent (a profile of
+/// the load generator under `escape-load fanout`, whose clients use these settings). A larger
+/// message still arrives whole: frames are assembled apart from the read buffer.
 pub fn websocket_config() -> tungstenite::protocol::WebSocketConfig {
     tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(16 << 20))
@@ -263,4 +263,20 @@ impl Channel {
 /// A fresh client message id.
 pub fn new_client_msg_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The load generator's Escape clients use these settings too: a read buffer back at the
+    /// library's default would cost every client that much zero-filling again.
+    #[test]
+    fn channels_read_through_a_small_buffer_and_take_large_messages() {
+        let config = super::websocket_config();
+        assert!(
+            config.read_buffer_size <= 8 * 1024,
+            "{}",
+            config.read_buffer_size
+        );
+        assert_eq!(config.max_message_size, Some(16 << 20));
+    }
 }

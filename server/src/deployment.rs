@@ -85,17 +85,20 @@ pub enum InitBy {
 }
 
 impl InitBy {
-    const FIRST_START: &str = "first start";
-
-    fn marker_text(self) -> &'static str {
+    /// How the marker's first line, and messages to the operator, name it.
+    pub fn label(self) -> &'static str {
         match self {
-            Self::Operator => {
-                "init\nescape-server init is running, or was cut off: the next init starts over\n"
-            }
-            Self::FirstStart => {
-                "first start\nthe first start is creating the deployment, or was cut off: the next start starts over\n"
-            }
+            Self::Operator => "init",
+            Self::FirstStart => "first start",
         }
+    }
+
+    fn marker_text(self) -> String {
+        format!(
+            "{}\nthe deployment is being created, or its creation was cut off: the next {} starts over\n",
+            self.label(),
+            self.label()
+        )
     }
 }
 
@@ -179,7 +182,7 @@ impl Layout {
     /// A marker that cannot be read counts as the operator's: a start then refuses to redo it.
     pub fn interrupted_init(&self) -> Option<InitBy> {
         match fs::read_to_string(self.init_marker()) {
-            Ok(text) if text.lines().next() == Some(InitBy::FIRST_START) => {
+            Ok(text) if text.lines().next() == Some(InitBy::FirstStart.label()) => {
                 Some(InitBy::FirstStart)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -271,7 +274,7 @@ pub fn init(
         tracing::warn!(data = %dir.display(), "an earlier init was cut off; starting it over");
         clear_leftovers(&layout)?;
     }
-    write_public(&layout.init_marker(), options.by.marker_text())?;
+    write_public(&layout.init_marker(), &options.by.marker_text())?;
     create_private_dir(&dir.join("pki"))?;
     create_private_dir(&layout.profiles())?;
     let ca = Ca::generate(

@@ -281,10 +281,7 @@ fn init(
         }
         Some(earlier) => println!(
             "an earlier {} was cut off before the deployment was complete; starting over",
-            match earlier {
-                InitBy::Operator => "init",
-                InitBy::FirstStart => "first start",
-            }
+            earlier.label()
         ),
         None => {}
     }

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 
-use common::{configure, start, terminate};
+use common::{configure, escape_server, start, terminate};
 
 use escape_proto::ProfileBundle;
 use rustls_pki_types::pem::PemObject;
@@ -136,14 +135,7 @@ async fn the_embedded_default_creates_serves_stops_and_restarts() {
 
 /// Runs an offline command in `cwd`; returns whether it succeeded and what it printed.
 fn offline(cwd: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_escape-server"))
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("ESCAPE_DATA")
-        .env_remove("ESCAPE_MASTER_KEY")
-        .env_remove("ESCAPE_MASTER_PASSPHRASE")
-        .output()
-        .expect("run");
+    let output = escape_server(cwd).args(args).output().expect("run");
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -157,7 +149,7 @@ fn init_refuses_to_overwrite_a_deployment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("d");
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_escape-server"))
+        escape_server(dir.path())
             .args(["init", "--data"])
             .arg(&data)
             .args(["--host", "escape.example.org"])
@@ -224,12 +216,8 @@ fn init_adds_the_listen_address_to_the_operators_settings_or_stops_before_creati
 
 /// Starts the binary in `cwd` expecting it to refuse; returns what it printed.
 fn refused_start(cwd: &std::path::Path) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_escape-server"))
-        .current_dir(cwd)
+    let mut child = escape_server(cwd)
         .env("ESCAPE_LISTEN", "127.0.0.1:0")
-        .env_remove("ESCAPE_DATA")
-        .env_remove("ESCAPE_MASTER_KEY")
-        .env_remove("ESCAPE_MASTER_PASSPHRASE")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use escape_client::ClientError;
-use escape_e2e::{TestDeployment, next_frame};
+use escape_e2e::{TestDeployment, contains_bytes, next_frame};
 use escape_proto::room::HistoryQuery;
 use escape_proto::vetting::AttributeUpdate;
 use escape_proto::{Attributes, Body, ErrorCode, RoomName, ServerFrame};
@@ -32,11 +32,7 @@ fn every_file(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn found_in<'a>(files: &'a [(String, Vec<u8>)], needle: &str) -> Vec<&'a str> {
     files
         .iter()
-        .filter(|(_, bytes)| {
-            bytes
-                .windows(needle.len())
-                .any(|window| window == needle.as_bytes())
-        })
+        .filter(|(_, bytes)| contains_bytes(bytes, needle.as_bytes()))
         .map(|(name, _)| name.as_str())
         .collect()
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use escape_client::ClientError;
-use escape_e2e::{TestDeployment, next_frame};
+use escape_e2e::{TestDeployment, contains_bytes, next_frame};
 use escape_proto::room::HistoryQuery;
 use escape_proto::{Body, ErrorCode, RoomName, ServerFrame};
 use escape_server::store::{Batch, Entry, Order, Range, Store, StoreError, Swap};
@@ -13,7 +13,7 @@ use escape_server::store::{Batch, Entry, Order, Range, Store, StoreError, Swap};
 async fn a_message_acknowledged_before_the_server_stopped_is_there_after_restart() {
     let mut d = TestDeployment::new();
     d.start().await;
-    let ops = create_ops(&d).await;
+    let ops = d.admin_creates("ops").await;
     let mut channel = d.channel("admin").await;
     let ack = channel
         .send(&ops, "keep-me", Body::text("durable"))
@@ -51,7 +51,7 @@ async fn a_message_acknowledged_before_the_server_stopped_is_there_after_restart
 async fn shutdown_closes_websockets_with_a_reason() {
     let mut d = TestDeployment::new();
     d.start().await;
-    let ops = create_ops(&d).await;
+    let ops = d.admin_creates("ops").await;
     let mut channel = d.channel("admin").await;
     channel.subscribe(&ops, None).await.expect("subscribe");
     d.stop().await;
@@ -104,17 +104,6 @@ impl Store for FailingDisk {
     }
 }
 
-/// The room `ops`, created by the admin of the started deployment `d`.
-async fn create_ops(d: &TestDeployment) -> RoomName {
-    let ops = RoomName::parse("ops").expect("room");
-    d.client("admin")
-        .await
-        .create_room(ops.clone(), String::new())
-        .await
-        .expect("create");
-    ops
-}
-
 /// Starts `d` on a disk that fails while `failing` is set.
 async fn start_on(d: &mut TestDeployment, failing: &Arc<AtomicBool>) {
     let switch = failing.clone();
@@ -131,7 +120,7 @@ async fn on_a_disk_that_will_fail() -> (TestDeployment, Arc<AtomicBool>, RoomNam
     let mut d = TestDeployment::new();
     let failing = Arc::new(AtomicBool::new(false));
     start_on(&mut d, &failing).await;
-    let ops = create_ops(&d).await;
+    let ops = d.admin_creates("ops").await;
     (d, failing, ops)
 }
 
@@ -212,7 +201,7 @@ async fn a_room_log_an_earlier_release_wrote_one_message_per_value_is_served_as_
 
     let mut d = TestDeployment::new();
     d.start().await;
-    let ops = create_ops(&d).await;
+    let ops = d.admin_creates("ops").await;
     let mut channel = d.channel("admin").await;
     let mut acks = Vec::new();
     for (id, text) in [
@@ -311,10 +300,6 @@ async fn a_room_log_an_earlier_release_wrote_one_message_per_value_is_served_as_
         .scan_prefix(&keys::messages_prefix(&ops), usize::MAX)
         .expect("scan")
         .iter()
-        .any(|(_, bytes)| {
-            bytes
-                .windows(b"second words".len())
-                .any(|w| w == b"second words")
-        });
+        .any(|(_, bytes)| contains_bytes(bytes, b"second words"));
     assert!(!words, "the old message's words are gone from the store");
 }

@@ -4,7 +4,7 @@
 
 use escape_client::ClientError;
 use escape_client::files::{self, file_identity, no_progress};
-use escape_e2e::TestDeployment;
+use escape_e2e::{TestDeployment, contains_bytes};
 use escape_proto::file::{FileInfo, StartUpload};
 use escape_proto::room::{CreateRoom, HistoryQuery};
 use escape_proto::vetting::StatusChange;
@@ -57,10 +57,6 @@ fn stored(d: &TestDeployment, room: &RoomName, id: &str) -> PathBuf {
         .join(format!("{id}.age"))
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// Every file under `dir` that contains `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut hits = Vec::new();
@@ -70,7 +66,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
             let path = entry.expect("entry").path();
             if path.is_dir() {
                 pending.push(path);
-            } else if contains(&std::fs::read(&path).expect("read"), needle) {
+            } else if contains_bytes(&std::fs::read(&path).expect("read"), needle) {
                 hits.push(path);
             }
         }

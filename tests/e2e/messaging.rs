@@ -442,12 +442,7 @@ async fn a_retried_send_with_the_same_client_message_id_is_stored_once() {
 async fn events_larger_than_the_clients_read_buffer_arrive_whole() {
     let mut d = TestDeployment::new();
     d.start().await;
-    let ops = room("ops");
-    d.client("admin")
-        .await
-        .create_room(ops.clone(), String::new())
-        .await
-        .expect("create");
+    let ops = d.admin_creates("ops").await;
     let mut reader = d.channel("admin").await;
     reader.subscribe(&ops, None).await.expect("subscribe");
     let mut writer = d.channel("admin").await;

@@ -16,7 +16,9 @@ use std::time::Duration;
 use escape_certs::{Ca, Validity};
 use escape_client::{Channel, Client, Profile};
 use escape_proto::frame::ServerMessage;
-use escape_proto::{Attributes, Member, MemberId, MemberStatus, ProfileBundle, ServerFrame};
+use escape_proto::{
+    Attributes, Member, MemberId, MemberStatus, ProfileBundle, RoomName, ServerFrame,
+};
 use escape_server::RunningServer;
 use escape_server::config::{Config, Limits, Oidc, Vetting};
 use escape_server::deployment::{self, InitOptions, Layout};
@@ -302,6 +304,24 @@ impl TestDeployment {
         .await
         .expect("channel connects")
     }
+
+    /// The room `name`, created by the admin of the started deployment (and joined by them).
+    pub async fn admin_creates(&self, name: &str) -> RoomName {
+        let room = RoomName::parse(name).expect("room name");
+        self.client("admin")
+            .await
+            .create_room(room.clone(), String::new())
+            .await
+            .expect("create room");
+        room
+    }
+}
+
+/// Whether `needle` occurs in `haystack`: how tests look for words in stored bytes.
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 impl Default for TestDeployment {

@@ -156,6 +156,16 @@ struct Pending {
     events: Vec<stored::PendingEvent>,
 }
 
+impl Pending {
+    /// The pending event `seq`, if it is one.
+    fn event(&self, seq: u64) -> Option<Event> {
+        self.events
+            .iter()
+            .find(|p| p.event.seq == seq)
+            .map(|p| p.event.event.clone())
+    }
+}
+
 fn store_lock_poisoned() -> StoreError {
     StoreError::Backend("a room's lock is poisoned".into())
 }
@@ -183,14 +193,7 @@ impl RoomLog {
     /// An appended event, written or not. Takes the writer lock.
     fn event(&self, store: &dyn Store, seq: u64) -> Result<Option<Event>, ApiError> {
         let _writer = self.writer.lock().map_err(|_| lock_poisoned())?;
-        let pending = self
-            .pending
-            .lock()
-            .map_err(|_| lock_poisoned())?
-            .events
-            .iter()
-            .find(|p| p.event.seq == seq)
-            .map(|p| p.event.event.clone());
+        let pending = self.pending.lock().map_err(|_| lock_poisoned())?.event(seq);
         match pending {
             Some(event) => Ok(Some(event)),
             None => Ok(stored::event(store, &self.room, seq)?),
@@ -793,8 +796,8 @@ impl Rooms {
         let writer = log.writer.lock().map_err(|_| lock_poisoned())?;
         let mut pending = log.pending.lock().map_err(|_| lock_poisoned())?;
         edits.extend(self.stored_matching(room, next, is_edit)?.0);
-        let found = match pending.events.iter().find(|p| p.event.seq == seq) {
-            Some(p) => Some(p.event.event.clone()),
+        let found = match pending.event(seq) {
+            Some(event) => Some(event),
             None => stored::event(self.store.as_ref(), room, seq)?,
         };
         let Some(event) = found else {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use escape_proto::{Event, RoomName};
 
 use super::recent::SharedEvent;
-use crate::store::{Batch, Order, Range, Store, StoreError, Write, keys, value};
+use crate::store::{Batch, Entry, Order, Range, Store, StoreError, Write, keys, value};
 
 /// Most bytes of encoded events one run holds (an event larger than this is a run of its own;
 /// the value adds two brackets). Every read of one event decodes its whole run, so runs stay
@@ -89,10 +89,7 @@ pub fn write(
             value::encode_array(run.iter().map(|p| p.encoded.as_slice()))?,
         );
         for write in run.iter().flat_map(|p| &p.after) {
-            match write {
-                Write::Put(key, value) => batch.put(key.clone(), value.clone()),
-                Write::Delete(key) => batch.delete(key.clone()),
-            };
+            batch.push(write.clone());
         }
     }
     store.apply(batch)
@@ -120,21 +117,19 @@ fn runs_of(events: &[PendingEvent]) -> impl Iterator<Item = &[PendingEvent]> {
     })
 }
 
-/// Every key of the room's runs from the one of `seq` on.
-fn from_seq(room: &RoomName, seq: u64) -> Range {
-    Range {
+/// The first run keyed at or after `seq`: the one holding `seq` if any run does, and the last
+/// one that can hold anything up to `seq`.
+fn first_from(store: &dyn Store, room: &RoomName, seq: u64) -> Result<Option<Entry>, StoreError> {
+    let range = Range {
         start: Bound::Included(keys::message(room, seq)),
         end: Bound::Included(keys::message(room, u64::MAX)),
-    }
+    };
+    Ok(store.scan(&range, Order::Ascending, 1)?.into_iter().next())
 }
 
 /// The run holding `seq`, if any.
 pub fn containing(store: &dyn Store, room: &RoomName, seq: u64) -> Result<Option<Run>, StoreError> {
-    let Some((key, bytes)) = store
-        .scan(&from_seq(room, seq), Order::Ascending, 1)?
-        .into_iter()
-        .next()
-    else {
+    let Some((key, bytes)) = first_from(store, room, seq)? else {
         return Ok(None);
     };
     let run = Run::decode(key, &bytes)?;
@@ -165,11 +160,7 @@ pub fn range(
     let mut end = match order {
         Order::Ascending => Bound::Included(keys::message(room, u64::MAX)),
         Order::Descending => Bound::Included(
-            store
-                .scan(&from_seq(room, to), Order::Ascending, 1)?
-                .into_iter()
-                .next()
-                .map_or_else(|| keys::message(room, to), |(key, _)| key),
+            first_from(store, room, to)?.map_or_else(|| keys::message(room, to), |(key, _)| key),
         ),
     };
     loop {

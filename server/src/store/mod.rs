@@ -77,6 +77,12 @@ impl Batch {
         self
     }
 
+    /// Adds a write made elsewhere (one another batch held, say).
+    pub fn push(&mut self, write: Write) -> &mut Self {
+        self.writes.push(write);
+        self
+    }
+
     pub fn writes(&self) -> &[Write] {
         &self.writes
     }

@@ -48,13 +48,21 @@ pub fn start_on(cwd: &std::path::Path, listen: &str) -> (ServerProcess, String) 
     panic!("escape-server did not start listening on {listen}");
 }
 
-fn try_start(cwd: &std::path::Path, listen: &str) -> Option<(ServerProcess, String)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_escape-server"))
+/// The binary run in `cwd` on its defaults there: none of the caller's environment chooses
+/// another data dir or master key.
+pub fn escape_server(cwd: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_escape-server"));
+    command
         .current_dir(cwd)
-        .env("ESCAPE_LISTEN", listen)
         .env_remove("ESCAPE_DATA")
         .env_remove("ESCAPE_MASTER_KEY")
-        .env_remove("ESCAPE_MASTER_PASSPHRASE")
+        .env_remove("ESCAPE_MASTER_PASSPHRASE");
+    command
+}
+
+fn try_start(cwd: &std::path::Path, listen: &str) -> Option<(ServerProcess, String)> {
+    let mut child = escape_server(cwd)
+        .env("ESCAPE_LISTEN", listen)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
